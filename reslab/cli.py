@@ -1,0 +1,123 @@
+"""`reslab`: the one command-line entry point. It parses arguments and calls the parts.
+
+Exit codes: 0 success, 1 an SLO or tolerance breached, 2 bad input (nothing started),
+3 infrastructure failure (staging, Toxiproxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_BREACHED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INFRASTRUCTURE = 3
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from engine.policy import explain
+    from engine.policyfile import DEFAULT_POLICY, PolicyFileError, load_policy
+
+    try:
+        config = load_policy(args.policy)
+        baseline = load_policy(DEFAULT_POLICY) if args.diff else None
+    except PolicyFileError as error:
+        print(f"reslab: bad policy: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rows = explain(config)
+    if args.json:
+        print(
+            json.dumps({"policy": config.name, "rows": [row.to_dict() for row in rows]}, indent=2)
+        )
+        return EXIT_OK
+    base_rows = {row.open_breakers: row for row in explain(baseline)} if baseline else {}
+    print(f"policy: {config.name} ({args.policy or DEFAULT_POLICY})")
+    header = f"{'open':<28} {'score':>6}  {'level':<10} {'on':>3} {'fallback':>8} {'off':>4}"
+    if base_rows:
+        header += "   vs default"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        line = (
+            f"{row.label:<28} {row.score:>6g}  {row.level.name:<10} {len(row.served):>3} "
+            f"{len(row.fallback):>8} {len(row.off):>4}"
+        )
+        base = base_rows.get(row.open_breakers)
+        if base is not None and (base.score, base.level) != (row.score, row.level):
+            line += f"   was {base.score:g} {base.level.name}"
+        print(line)
+    if args.verbose:
+        for row in rows:
+            print(f"\n[{row.label}] {row.level.name}")
+            print(f"  served:   {', '.join(row.served) or '-'}")
+            print(f"  fallback: {', '.join(row.fallback) or '-'}")
+            print(f"  off:      {', '.join(row.off) or '-'}")
+    return EXIT_OK
+
+
+def _scenario_validate(args: argparse.Namespace) -> int:
+    from scenarios.loader import validate_files
+
+    failures = 0
+    for path, error in validate_files([Path(each) for each in args.files]):
+        if error is None:
+            print(f"ok    {path}")
+        else:
+            failures += 1
+            print(f"error {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT if failures else EXIT_OK
+
+
+def _staging(args: argparse.Namespace) -> int:
+    from chaos.staging import staging_main
+
+    return staging_main([args.staging_action, *args.staging_args])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reslab",
+        description="Retail Resilience Lab: predict, then verify, how a retail service "
+        "behaves when its dependencies fail.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    policy = commands.add_parser("policy", help="inspect a resilience policy")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    explain = policy_commands.add_parser(
+        "explain", help="score, level and features for every combination of open breakers"
+    )
+    explain.add_argument("--policy", help="policy file (default: policies/default.yaml)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.add_argument(
+        "--diff", action="store_true", help="show where it differs from the default"
+    )
+    explain.add_argument("-v", "--verbose", action="store_true", help="list the features per row")
+    explain.set_defaults(handler=_policy_explain)
+
+    scenario = commands.add_parser("scenario", help="scenario files")
+    scenario_commands = scenario.add_subparsers(dest="scenario_command", required=True)
+    validate = scenario_commands.add_parser("validate", help="check scenario files")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(handler=_scenario_validate)
+
+    staging = commands.add_parser("staging", help="the local staging stack")
+    staging.add_argument("staging_action", choices=["up", "down", "status"])
+    staging.add_argument("staging_args", nargs=argparse.REMAINDER)
+    staging.set_defaults(handler=_staging)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
