@@ -1,0 +1,86 @@
+"""Properties of the breaker under any sequence of calls, results, ticks and time."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.policy import BreakerState, BreakerTransition, CircuitBreaker, Outcome, Permit
+from tests.policy_helpers import breaker_config
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("acquire"), st.just(0)),
+        st.tuples(st.just("record"), st.sampled_from(list(Outcome))),
+        st.tuples(st.just("release"), st.just(0)),
+        st.tuples(st.just("tick"), st.just(0)),
+        st.tuples(st.just("advance"), st.floats(min_value=0.0, max_value=40.0)),
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations, st.integers(1, 3), st.integers(1, 12))
+def test_breaker_invariants(ops: list[tuple[str, object]], permits: int, minimum: int) -> None:
+    config = breaker_config(
+        half_open_permits=permits, minimum_calls=minimum, open_s=30, call_timeout_s=2.0
+    )
+    breaker = CircuitBreaker("postgres", config)
+    now = 0.0
+    outstanding: list[Permit] = []
+    transitions: list[BreakerTransition] = []
+    for op, arg in ops:
+        if op == "acquire":
+            result = breaker.acquire(now)
+            if isinstance(result, Permit):
+                outstanding.append(result)
+        elif op == "record" and outstanding:
+            assert isinstance(arg, Outcome)
+            transitions.extend(breaker.record(outstanding.pop(0), arg, 0.01, now))
+        elif op == "release" and outstanding:
+            transitions.extend(breaker.release(outstanding.pop(), now))
+        elif op == "tick":
+            transitions.extend(breaker.tick(now))
+        elif op == "advance":
+            assert isinstance(arg, float)
+            now += arg
+        transitions.extend(breaker.take_events())
+        # Half-open never has more trial calls in flight than its permits.
+        snapshot = breaker.snapshot(now)
+        assert snapshot.half_open_in_flight <= permits
+        assert 0.0 <= snapshot.failure_rate <= 1.0
+        assert breaker.open_multiplier <= config.max_open_multiplier
+    for transition in transitions:
+        assert (transition.from_state, transition.to_state) != (
+            BreakerState.CLOSED,
+            BreakerState.HALF_OPEN,
+        )
+        assert transition.from_state is not transition.to_state
+    # The epochs of the transitions count up one by one.
+    assert [t.epoch for t in transitions] == list(range(1, len(transitions) + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3), st.lists(st.floats(0.0, 5.0), min_size=1, max_size=60))
+def test_half_open_admits_at_most_its_permits_whatever_the_timing(
+    permits: int, gaps: list[float]
+) -> None:
+    breaker = CircuitBreaker(
+        "redis", breaker_config(half_open_permits=permits, minimum_calls=1, call_timeout_s=2.0)
+    )
+    first = breaker.acquire(0.0)
+    assert isinstance(first, Permit)
+    breaker.record(first, Outcome.FAILURE, 0.01, 0.0)
+    now = breaker.open_until
+    in_flight: dict[int, float] = {}
+    for gap in gaps:
+        now += gap
+        if breaker.state is not BreakerState.HALF_OPEN and breaker.state is not BreakerState.OPEN:
+            break
+        result = breaker.acquire(now)
+        # Leases whose call timeout passed were given back.
+        in_flight = {lease: at for lease, at in in_flight.items() if now - at < 2.0}
+        if isinstance(result, Permit) and result.lease:
+            in_flight[result.lease] = now
+        assert len(in_flight) <= permits
