@@ -99,7 +99,7 @@ def test_a_bad_policy_names_the_field_and_the_rule(change: Any, field: str, rule
 def test_a_bad_file_names_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("breakers: [1, 2\n")
-    with pytest.raises(PolicyFileError, match="broken.yaml: \\(yaml\\): is not valid YAML"):
+    with pytest.raises(PolicyFileError, match=r"broken.yaml: \(yaml\): is not valid YAML"):
         load_policy(broken)
     with pytest.raises(PolicyFileError, match="cannot be read"):
         load_policy(tmp_path / "missing.yaml")
