@@ -41,6 +41,12 @@ class Outcome(Enum):
     IGNORED = "ignored"
 
 
+# Reading an Enum member off its class costs ~70 ns on Python 3.11; the hot path uses these.
+_SUCCESS = Outcome.SUCCESS
+_FAILURE = Outcome.FAILURE
+_IGNORED = Outcome.IGNORED
+
+
 class Permit(NamedTuple):
     """Leave to make one call. `lease` is 0 outside HALF_OPEN."""
 
@@ -85,13 +91,17 @@ class CircuitBreaker:
         "_calls",
         "_closed_permit",
         "_failures",
+        "_head_end",
+        "_head_index",
         "_head_second",
+        "_head_start",
         "_leases",
         "_next_lease",
         "_outbox",
         "_permits_left",
         "_slow",
         "_trial_successes",
+        "_unsettled",
         "config",
         "epoch",
         "mean_success_s",
@@ -117,7 +127,10 @@ class CircuitBreaker:
         self._calls = 0
         self._failures = 0
         self._slow = 0
-        self._head_second = int(now)
+        # False once a rate check passed and since then only successes that were not slow
+        # were counted: the rates cannot have risen, so the next such success skips the check.
+        self._unsettled = True
+        self._set_head(int(now))
         self._leases: dict[int, float] = {}
         self._next_lease = 1
         self._permits_left = 0
@@ -151,35 +164,62 @@ class CircuitBreaker:
         self, permit: Permit, outcome: Outcome, duration: float, now: float
     ) -> tuple[BreakerTransition, ...]:
         """Count a finished call; returns the transitions it (or an earlier acquire) caused."""
-        if permit.epoch != self.epoch:
+        # The CLOSED permit always carries the current epoch: identity is the cheap test.
+        if permit is not self._closed_permit and permit.epoch != self.epoch:
             return self.take_events()  # admitted under an older state: changes nothing
         state = self.state
         if state is _CLOSED or state is _METRICS_ONLY:
-            if outcome is Outcome.IGNORED:
+            if outcome is _IGNORED:
                 return self.take_events() if self._outbox else _NO_EVENTS
-            failed = outcome is Outcome.FAILURE
+            config = self.config
+            failed = outcome is _FAILURE
             if not failed:
                 self.mean_success_s += _SMOOTHING * (duration - self.mean_success_s)
-            slow = duration >= self.config.slow_call_s
-            self._count(now, failed, slow)
-            if state is _CLOSED and self._calls >= self.config.minimum_calls and self._tripped():
-                self._open(now, "failure or slow-call rate reached its threshold")
+            slow = duration >= config.slow_call_s
+            # _count(), inlined: this runs on every call.
+            if self._head_start <= now < self._head_end:  # int(now) is the head second
+                index = self._head_index
+            else:
+                second = int(now)
+                if second == self._head_second:
+                    index = self._head_index
+                elif self._move_head(second):
+                    index = second % config.window_s
+                else:
+                    index = -1  # older than the whole window: not counted
+            if index >= 0:
+                self._buckets_calls[index] += 1
+                self._calls += 1
+                if failed:
+                    self._buckets_failures[index] += 1
+                    self._failures += 1
+                if slow:
+                    self._buckets_slow[index] += 1
+                    self._slow += 1
+            if state is _CLOSED and (failed or slow or self._unsettled):
+                calls = self._calls
+                if calls >= config.minimum_calls:
+                    if (
+                        self._failures / calls >= config.failure_rate_threshold
+                        or self._slow / calls >= config.slow_call_rate_threshold
+                    ):
+                        self._open(now, "failure or slow-call rate reached its threshold")
+                    else:
+                        self._unsettled = False
             return self.take_events() if self._outbox else _NO_EVENTS
         if state is _HALF_OPEN:
             if self._leases.pop(permit.lease, None) is None:
                 return self.take_events()  # its lease was given back already
-            if outcome is Outcome.IGNORED:
+            if outcome is _IGNORED:
                 self._permits_left += 1
-            elif outcome is Outcome.FAILURE or duration >= self.config.slow_call_s:
+            elif outcome is _FAILURE or duration >= self.config.slow_call_s:
                 # A slow trial is as good as a failed one: the dependency is not back.
                 self.open_multiplier = min(
                     self.open_multiplier * 2.0, self.config.max_open_multiplier
                 )
                 self._open(
                     now,
-                    "a trial call failed"
-                    if outcome is Outcome.FAILURE
-                    else "a trial call was slow",
+                    "a trial call failed" if outcome is _FAILURE else "a trial call was slow",
                 )
             else:
                 self.mean_success_s += _SMOOTHING * (duration - self.mean_success_s)
@@ -243,29 +283,21 @@ class CircuitBreaker:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _tripped(self) -> bool:
-        config = self.config
-        calls = self._calls
-        return (
-            self._failures / calls >= config.failure_rate_threshold
-            or self._slow / calls >= config.slow_call_rate_threshold
+    def _set_head(self, second: int) -> None:
+        self._head_second = second
+        self._head_index = second % self.config.window_s
+        # For now >= 0, int(now) == second exactly when second <= now < second + 1.
+        self._head_start, self._head_end = (
+            (float(second), second + 1.0) if second >= 0 else (0.0, 0.0)
         )
+        self._unsettled = True
 
-    def _count(self, now: float, failed: bool, slow: bool) -> None:
-        second = int(now)
-        if second != self._head_second:
-            if second < self._head_second - self.config.window_s + 1:
-                return  # older than the whole window
-            self._slide(second)
-        index = second % self.config.window_s
-        self._buckets_calls[index] += 1
-        self._calls += 1
-        if failed:
-            self._buckets_failures[index] += 1
-            self._failures += 1
-        if slow:
-            self._buckets_slow[index] += 1
-            self._slow += 1
+    def _move_head(self, second: int) -> bool:
+        """Slide the window to a new second; False if `second` is older than the whole window."""
+        if second < self._head_second - self.config.window_s + 1:
+            return False
+        self._slide(second)
+        return True
 
     def _slide(self, second: int) -> None:
         """Move the window's head forward to `second`, emptying the buckets it leaves behind."""
@@ -281,7 +313,7 @@ class CircuitBreaker:
             self._buckets_calls[index] = 0
             self._buckets_failures[index] = 0
             self._buckets_slow[index] = 0
-        self._head_second = second
+        self._set_head(second)
 
     def _reset_window(self, now: float) -> None:
         size = self.config.window_s
@@ -289,7 +321,7 @@ class CircuitBreaker:
         self._buckets_failures = [0] * size
         self._buckets_slow = [0] * size
         self._calls = self._failures = self._slow = 0
-        self._head_second = int(now)
+        self._set_head(int(now))
 
     def _expire_leases(self, now: float) -> None:
         if not self._leases:
