@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_scenario_validate)
 
     staging = commands.add_parser("staging", help="the local staging stack")
-    staging.add_argument("staging_action", choices=["up", "down", "status"])
+    staging.add_argument("staging_action", choices=["up", "down", "status", "env"])
     staging.add_argument("staging_args", nargs=argparse.REMAINDER)
     staging.set_defaults(handler=_staging)
     return parser

@@ -8,7 +8,8 @@
 # names what is missing and exits 1.
 #
 # Environment:
-#   RESLAB_VENV        virtualenv whose bin/ receives toxiproxy-server (default: <repo>/.venv)
+#   RESLAB_VENV        virtualenv whose bin/ receives toxiproxy-server (default: <repo>/.venv;
+#                      its bin/ is created if the virtualenv does not exist yet)
 #   RESLAB_PG_BIN      directory holding initdb and postgres (default: searched)
 #   RESLAB_SYSTEM_USER user PostgreSQL runs as when root (default: reslab)
 set -euo pipefail
@@ -86,7 +87,14 @@ else
         fail "toxiproxy-server is missing and building it needs Go (Debian package golang, 1.23 or newer):
     sudo apt-get install -y golang && $0"
     fi
-    [ -d "$venv/bin" ] || fail "virtualenv not found at $venv (set RESLAB_VENV)"
+    # On a fresh clone this runs before the virtualenv exists; `python3 -m venv` later
+    # fills the same folder and keeps the binary.
+    mkdir -p "$venv/bin"
+    # Go keeps its module and build caches under $HOME.
+    if [ -z "${HOME:-}" ]; then
+        HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
+        export HOME
+    fi
     say "building toxiproxy-server $TOXIPROXY_VERSION with $go_bin"
     build_dir="$(mktemp -d)"
     trap 'rm -rf "$build_dir"' EXIT

@@ -40,7 +40,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ChatCompletionRequest", "StubConfig", "create_app", "main", "stub_answer"]
+__all__ = [
+    "ChatCompletionRequest",
+    "StubConfig",
+    "StubDraws",
+    "create_app",
+    "main",
+    "stub_answer",
+]
 
 DEFAULT_MODEL = "reslab-stub-1"
 _ENV_PREFIX = "RESLAB_LLM_STUB_"
@@ -164,7 +171,7 @@ def _token_count(text: str) -> int:
 # --------------------------------------------------------------------------- app
 
 
-class _Draws:
+class StubDraws:
     """Seeded generators for latency and errors, one stream each."""
 
     def __init__(self, config: StubConfig) -> None:
@@ -191,7 +198,7 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> JSO
 
 def create_app(config: StubConfig | None = None) -> FastAPI:
     config = config or StubConfig()
-    draws = _Draws(config)
+    draws = StubDraws(config)
     app = FastAPI(title="reslab LLM stub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
 
