@@ -78,6 +78,48 @@ def _staging(args: argparse.Namespace) -> int:
     return staging_main([args.staging_action, *args.staging_args])
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from engine.policyfile import PolicyFileError
+    from scenarios import ScenarioError
+    from sim import format_summary, run_simulation
+
+    try:
+        run_dir = run_simulation(
+            args.scenario,
+            replications=args.replications,
+            jobs=args.jobs,
+            policy_path=args.policy,
+            calibration_path=args.calibration,
+            out_dir=args.out,
+            progress=not args.quiet,
+        )
+    except (ScenarioError, PolicyFileError) as error:
+        print(f"reslab: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, ValueError) as error:  # an unreadable or malformed calibration file
+        print(f"reslab: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+        print(f"reslab: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    print(format_summary(summary))
+    print(f"\nrun folder: {run_dir}")
+    return EXIT_OK
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from sim.calibrate import calibrate_run, describe_fit
+
+    try:
+        path = calibrate_run(args.run_dir, args.out)
+    except (OSError, ValueError) as error:  # not a run folder, or nothing to fit
+        print(f"reslab: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(describe_fit(json.loads(path.read_text(encoding="utf-8"))))
+    print(f"\ncalibration: {path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reslab",
@@ -104,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     validate = scenario_commands.add_parser("validate", help="check scenario files")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(handler=_scenario_validate)
+
+    simulate = commands.add_parser(
+        "simulate", help="predict a scenario with the SimPy model (replications, intervals)"
+    )
+    simulate.add_argument("scenario", help="scenario file or catalog name")
+    simulate.add_argument("--replications", type=int, default=10)
+    simulate.add_argument("--jobs", type=int, default=None, help="parallel processes")
+    simulate.add_argument("--policy", help="policy file (default: policies/default.yaml)")
+    simulate.add_argument("--calibration", help="calibration.json from `reslab calibrate`")
+    simulate.add_argument("--out", help="folder for run folders (default: runs/)")
+    simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(handler=_simulate)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit the simulator's parameters to a measured run folder"
+    )
+    calibrate.add_argument("run_dir", type=Path)
+    calibrate.add_argument("--out", type=Path, help="where to write calibration.json")
+    calibrate.set_defaults(handler=_calibrate)
 
     staging = commands.add_parser("staging", help="the local staging stack")
     staging.add_argument("staging_action", choices=["up", "down", "status", "env"])
