@@ -120,6 +120,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from chaos.rollback import chaos_main
+
+    return chaos_main([args.chaos_action, *args.chaos_args])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reslab",
@@ -165,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("run_dir", type=Path)
     calibrate.add_argument("--out", type=Path, help="where to write calibration.json")
     calibrate.set_defaults(handler=_calibrate)
+
+    chaos = commands.add_parser(
+        "chaos", help="faults left in Toxiproxy: list them, or clear every toxic and proxy"
+    )
+    chaos.add_argument("chaos_action", choices=["list", "clear"])
+    chaos.add_argument(
+        "chaos_args",
+        nargs=argparse.REMAINDER,
+        help="--staging FILE | --toxiproxy URL, --lock FILE, --json",
+    )
+    chaos.set_defaults(handler=_chaos)
 
     staging = commands.add_parser("staging", help="the local staging stack")
     staging.add_argument("staging_action", choices=["up", "down", "status", "env"])
