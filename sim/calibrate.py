@@ -1,0 +1,272 @@
+"""Fit the model's parameters to a measured run folder (`reslab calibrate RUN_DIR`).
+
+From the baseline phase's successful requests (before any fault), using each request's
+`Server-Timing` (milliseconds spent per dependency):
+
+- per dependency, the service time of one call, from the features whose healthy primary
+  branch calls that dependency exactly once; fitted as a lognormal (maximum likelihood; when
+  the header's 0.1 ms rounding is coarse for the values, the likelihood of the rounding
+  intervals) and as an empirical distribution, each on one half of the samples and judged
+  by the Kolmogorov–Smirnov distance to the other half. The lognormal is kept unless the
+  empirical is closer by more than sampling noise explains;
+- per feature and dependency, the scale of its calls against that base (ratio of medians);
+- the cache hit ratios (an inventory read that touched PostgreSQL was a miss);
+- the engine's own overhead: latency minus the time spent in dependencies.
+
+Writes ``calibration.json`` (the shape of `sim/defaults.json`, with a ``fit`` report) into
+the run folder and returns its path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from engine.policy import DEPENDENCIES
+from reports.runfolder import parse_server_timing, read_run
+from sim.flows import calls_by_dependency
+from sim.parameters import load_parameters
+
+CALIBRATION_FILE = "calibration.json"
+
+# Server-Timing carries one decimal of a millisecond.
+TIMING_RESOLUTION_MS = 0.1
+# Quantiles kept for an empirical distribution.
+EMPIRICAL_POINTS = 201
+# Below this many samples a dependency keeps its default.
+MIN_SAMPLES = 30
+
+# Which cache each hit ratio is read from, and the dependency a miss touches.
+_HIT_RATIO_SOURCES = {
+    "inventory": ("inventory_read", "postgres"),
+    "summary": ("dashboard_summary", "postgres"),
+}
+
+
+def fit_lognormal(
+    values_ms: np.ndarray, resolution_ms: float = TIMING_RESOLUTION_MS
+) -> tuple[float, float]:
+    """(median ms, sigma) by maximum likelihood; with rounded values, of the intervals
+    [v − r/2, v + r/2] they stand for."""
+    values = np.asarray(values_ms, dtype=np.float64)
+    positive = values[values > 0]
+    logs = np.log(positive if len(positive) else np.array([resolution_ms]))
+    mu, sigma = float(np.mean(logs)), float(np.std(logs))
+    if resolution_ms <= 0 or float(np.median(values)) > 50 * resolution_ms:
+        return math.exp(mu), max(sigma, 1e-6)
+    levels, counts = np.unique(
+        np.round(values / resolution_ms).astype(np.int64), return_counts=True
+    )
+    low = np.maximum((levels - 0.5) * resolution_ms, 1e-9)
+    high = (levels + 0.5) * resolution_ms
+    log_low, log_high = np.log(low), np.log(high)
+
+    def negative_log_likelihood(theta: np.ndarray) -> float:
+        m, log_s = theta
+        s = math.exp(log_s)
+        mass = stats.norm.cdf((log_high - m) / s) - stats.norm.cdf((log_low - m) / s)
+        return float(-np.sum(counts * np.log(np.maximum(mass, 1e-300))))
+
+    result = optimize.minimize(
+        negative_log_likelihood,
+        np.array([mu, math.log(max(sigma, 1e-3))]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 2000},
+    )
+    m, log_s = result.x
+    return math.exp(float(m)), math.exp(float(log_s))
+
+
+def _dequantised(values: np.ndarray, rng: np.random.Generator, resolution_ms: float) -> np.ndarray:
+    """Spread rounded values over their rounding interval, so that a KS test against a
+    continuous distribution does not see the rounding's steps as misfit."""
+    if resolution_ms <= 0:
+        return values
+    jitter = rng.uniform(-resolution_ms / 2, resolution_ms / 2, len(values))
+    return np.maximum(values + jitter, 1e-6)
+
+
+def fit_distribution(
+    values_ms: np.ndarray, resolution_ms: float = TIMING_RESOLUTION_MS, seed: int = 0
+) -> dict[str, Any]:
+    """The better of a lognormal and an empirical fit, with the goodness of fit of both;
+    `resolution_ms` is how coarsely the values were rounded (0: not at all)."""
+    rng = np.random.default_rng(seed)
+    raw = np.asarray(values_ms, dtype=np.float64)
+    values = _dequantised(raw, rng, resolution_ms)
+    shuffled = rng.permutation(values)
+    train, test = shuffled[::2], shuffled[1::2]
+    median_ms, sigma = fit_lognormal(raw, resolution_ms)
+    train_median, train_sigma = fit_lognormal(train, resolution_ms=0.0)
+    lognormal_ks = stats.kstest(test, "lognorm", args=(train_sigma, 0.0, train_median))
+    quantiles = np.quantile(train, np.linspace(0.0, 1.0, EMPIRICAL_POINTS))
+    grid = np.linspace(0.0, 1.0, EMPIRICAL_POINTS)
+
+    def empirical_cdf(x: np.ndarray) -> np.ndarray:
+        return np.asarray(np.interp(x, quantiles, grid, left=0.0, right=1.0), dtype=np.float64)
+
+    empirical_ks = stats.kstest(test, empirical_cdf)
+    # Both are judged on data they were not fitted to. A difference in KS distance below
+    # the 95 % critical distance of a two-sample test at this size is noise: the lognormal,
+    # two parameters against two hundred, stands unless the empirical is clearly better.
+    margin = 1.36 * math.sqrt(2.0 / max(1, len(test)))
+    gain = float(lognormal_ks.statistic) - float(empirical_ks.statistic)
+    choose_empirical = gain > margin
+    lognormal = {"kind": "lognormal", "median_ms": median_ms, "sigma": sigma}
+    empirical = {
+        "kind": "empirical",
+        "quantiles_ms": [round(float(q), 6) for q in np.quantile(values, grid)],
+    }
+    return {
+        "chosen": empirical if choose_empirical else lognormal,
+        "report": {
+            "samples": len(values),
+            "chosen": "empirical" if choose_empirical else "lognormal",
+            "ks_noise_margin": margin,
+            "lognormal": {
+                "median_ms": median_ms,
+                "sigma": sigma,
+                "ks_statistic": float(lognormal_ks.statistic),
+                "ks_pvalue": float(lognormal_ks.pvalue),
+            },
+            "empirical": {
+                "ks_statistic": float(empirical_ks.statistic),
+                "ks_pvalue": float(empirical_ks.pvalue),
+            },
+            "median_ms": float(np.median(values_ms)),
+            "p95_ms": float(np.percentile(values_ms, 95)),
+        },
+    }
+
+
+def _baseline(requests: pd.DataFrame, faults: pd.DataFrame) -> pd.DataFrame:
+    selected = requests[requests["outcome"].astype(str) == "ok"]
+    if len(faults):
+        first = faults["applied_at"].fillna(faults["scheduled_at"]).min()
+        selected = selected[selected["scheduled"] < first]
+    return selected
+
+
+def calibration_from_requests(
+    requests: pd.DataFrame, faults: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """The calibration mapping (the shape of sim/defaults.json, plus a fit report)."""
+    baseline = _baseline(
+        requests,
+        faults if faults is not None else pd.DataFrame(columns=["applied_at", "scheduled_at"]),
+    )
+    if "server_timing" not in baseline or baseline["server_timing"].isna().all():
+        raise ValueError("the run has no Server-Timing: calibrate from a measured run")
+    defaults = load_parameters()
+    features = baseline["feature"].astype(str).tolist()
+    timings = [parse_server_timing(header) for header in baseline["server_timing"].tolist()]
+    latency = baseline["latency_ms"].to_numpy(dtype=np.float64)
+
+    # (feature, dependency) → the single-call samples of that dependency in that feature.
+    single: dict[tuple[str, str], list[float]] = {}
+    overhead: list[float] = []
+    misses: dict[str, list[bool]] = {key: [] for key in _HIT_RATIO_SOURCES}
+    for feature, spent, total in zip(features, timings, latency, strict=True):
+        touched = frozenset(name for name in spent if name in DEPENDENCIES)
+        counts = calls_by_dependency(feature, touched)
+        if counts is None:
+            continue  # not a healthy primary branch (a fallback served it, or a new route)
+        overhead.append(total - sum(spent.get(name, 0.0) for name in DEPENDENCIES))
+        for dependency, count in counts.items():
+            if count == 1:
+                single.setdefault((feature, dependency), []).append(spent[dependency])
+        for cache, (source, miss_dependency) in _HIT_RATIO_SOURCES.items():
+            if feature == source:
+                misses[cache].append(miss_dependency in touched)
+
+    dependencies: dict[str, Any] = {}
+    scales: dict[str, dict[str, float]] = {}
+    fit_report: dict[str, Any] = {"dependencies": {}, "scales": {}}
+    for dependency in DEPENDENCIES:
+        by_feature = {
+            f: np.asarray(v)
+            for (f, d), v in single.items()
+            if d == dependency and len(v) >= MIN_SAMPLES
+        }
+        if not by_feature:
+            fit_report["dependencies"][dependency] = "kept the default: too few samples"
+            continue
+        # The base is what the features the defaults call at scale 1 see; without any, the
+        # best-sampled feature's calls are the base.
+        base = [f for f in by_feature if defaults.scale(f, dependency) == 1.0]
+        if not base:
+            base = [max(by_feature, key=lambda f: len(by_feature[f]))]
+        base_samples = np.concatenate([by_feature[f] for f in base])
+        fitted = fit_distribution(base_samples)
+        dependencies[dependency] = {"service": fitted["chosen"]}
+        fit_report["dependencies"][dependency] = {**fitted["report"], "from_features": sorted(base)}
+        base_median = float(np.median(base_samples))
+        for feature, samples in by_feature.items():
+            if feature in base or base_median <= 0:
+                continue
+            scale = float(np.median(samples)) / base_median
+            scales.setdefault(feature, {})[dependency] = round(scale, 4)
+            fit_report["scales"].setdefault(feature, {})[dependency] = {
+                "samples": len(samples),
+                "scale": scale,
+            }
+
+    ratios: dict[str, float] = {}
+    for cache, observed in misses.items():
+        if len(observed) >= MIN_SAMPLES:
+            ratios[cache] = 1.0 - float(np.mean(observed))
+    fit_report["cache_hit_ratios"] = {cache: {"samples": len(v)} for cache, v in misses.items()}
+
+    result: dict[str, Any] = {"format": 1, "source": "calibrate", "dependencies": dependencies}
+    if ratios:
+        result["cache_hit_ratios"] = ratios
+    if scales:
+        result["scales"] = scales
+    if len(overhead) >= MIN_SAMPLES:
+        # Latency less rounded dependency times: not itself rounded, but blurred by the
+        # rounding of the parts, and never below the rounding's reach.
+        values = np.maximum(np.asarray(overhead), TIMING_RESOLUTION_MS / 2)
+        fitted = fit_distribution(values, resolution_ms=0.0)
+        result["server"] = {"overhead": fitted["chosen"]}
+        fit_report["server_overhead"] = fitted["report"]
+    result["fit"] = fit_report
+    return result
+
+
+def calibrate_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Fit the model to a measured run folder; writes calibration.json, returns its path."""
+    run = read_run(run_dir)
+    calibration = calibration_from_requests(run.requests, run.faults)
+    calibration["fit"]["run"] = str(run.path)
+    path = Path(out) if out is not None else run.path / CALIBRATION_FILE
+    path.write_text(json.dumps(calibration, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def describe_fit(calibration: Mapping[str, Any]) -> str:
+    """A short terminal account of a calibration's fit."""
+    lines = []
+    report = calibration.get("fit", {})
+    for dependency, entry in report.get("dependencies", {}).items():
+        if isinstance(entry, str):
+            lines.append(f"{dependency:9} {entry}")
+            continue
+        fit = entry["lognormal"]
+        lines.append(
+            f"{dependency:9} {entry['chosen']:9} n={entry['samples']:<6} lognormal median "
+            f"{fit['median_ms']:.3f} ms sigma {fit['sigma']:.3f} (KS {fit['ks_statistic']:.3f}, "
+            f"p {fit['ks_pvalue']:.2g}); empirical KS {entry['empirical']['ks_statistic']:.3f}"
+        )
+    for cache, ratio in calibration.get("cache_hit_ratios", {}).items():
+        lines.append(f"cache {cache}: hit ratio {ratio:.3f}")
+    if "server_overhead" in report:
+        fit = report["server_overhead"]["lognormal"]
+        lines.append(f"engine overhead: median {fit['median_ms']:.3f} ms sigma {fit['sigma']:.3f}")
+    return "\n".join(lines)
