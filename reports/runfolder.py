@@ -252,9 +252,11 @@ def read_run(run_dir: str | Path) -> RunFolder:
 _TIMING_ENTRY = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*;\s*dur=([0-9.eE+-]+)")
 
 
-def parse_server_timing(header: str | None) -> dict[str, float]:
-    """``"postgres;dur=3.2, redis;dur=0.4"`` → ``{"postgres": 3.2, "redis": 0.4}`` (ms)."""
-    if not header:
+def parse_server_timing(header: str | float | None) -> dict[str, float]:
+    """``"postgres;dur=3.2, redis;dur=0.4"`` → ``{"postgres": 3.2, "redis": 0.4}`` (ms).
+
+    A missing header reads as nothing spent (pandas gives a missing string as NaN)."""
+    if not isinstance(header, str) or not header:
         return {}
     spent: dict[str, float] = {}
     for entry in header.split(","):

@@ -126,6 +126,32 @@ def _chaos(args: argparse.Namespace) -> int:
     return chaos_main([args.chaos_action, *args.chaos_args])
 
 
+def _campaign(args: argparse.Namespace) -> int:
+    from chaos.campaign import CampaignOptions, format_result, run_campaign
+
+    result = run_campaign(
+        CampaignOptions(
+            scenario=args.scenario,
+            replications=args.replications,
+            workers=args.workers,
+            predict=not args.no_predict,
+            staging_file=args.staging,
+            out_dir=args.out,
+            sim_replications=args.sim_replications,
+            policy=args.policy,
+            duration_override=args.duration,
+        )
+    )
+    print(format_result(result), file=sys.stderr if result.exit_code else sys.stdout)
+    return result.exit_code
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    from chaos.nightly import nightly_main
+
+    return nightly_main([args.suite])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reslab",
@@ -171,6 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("run_dir", type=Path)
     calibrate.add_argument("--out", type=Path, help="where to write calibration.json")
     calibrate.set_defaults(handler=_calibrate)
+
+    campaign = commands.add_parser(
+        "campaign", help="run a scenario for real against staging, predict it, compare"
+    )
+    campaign.add_argument("scenario", help="scenario file or catalog name")
+    campaign.add_argument("--replications", type=int, default=1, help="measured runs")
+    campaign.add_argument("--workers", type=int, default=0, help="Locust worker processes")
+    campaign.add_argument("--no-predict", action="store_true", help="measure only")
+    campaign.add_argument("--staging", type=Path, help="staging.json of a running stack")
+    campaign.add_argument("--out", type=Path, default=Path("runs"), help="run folders' root")
+    campaign.add_argument("--sim-replications", type=int, default=10)
+    campaign.add_argument("--policy", type=Path, help="policy file for the prediction")
+    campaign.add_argument("--duration", type=float, help="override the load's length (s)")
+    campaign.set_defaults(handler=_campaign)
+
+    nightly = commands.add_parser("nightly", help="a suite of campaigns → JUnit XML + JSON")
+    nightly.add_argument("suite", help="suite YAML file")
+    nightly.set_defaults(handler=_nightly)
 
     chaos = commands.add_parser(
         "chaos", help="faults left in Toxiproxy: list them, or clear every toxic and proxy"
