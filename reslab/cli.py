@@ -146,6 +146,12 @@ def _campaign(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _load(args: argparse.Namespace) -> int:
+    from loadtests.runner import load_main
+
+    return load_main(args.load_args)
+
+
 def _nightly(args: argparse.Namespace) -> int:
     from chaos.nightly import nightly_main
 
@@ -212,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument("--duration", type=float, help="override the load's length (s)")
     campaign.set_defaults(handler=_campaign)
 
+    load = commands.add_parser(
+        "load",
+        help="run a scenario's load only (Locust, headless), recording every request",
+        add_help=False,
+    )
+    load.add_argument("load_args", nargs=argparse.REMAINDER, help="see `reslab load --help`")
+    load.set_defaults(handler=_load)
+
     nightly = commands.add_parser("nightly", help="a suite of campaigns → JUnit XML + JSON")
     nightly.add_argument("suite", help="suite YAML file")
     nightly.set_defaults(handler=_nightly)
@@ -235,8 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["load"]:
+        # The load runner owns its options (and its --help): pass them through untouched.
+        from loadtests.runner import load_main
+
+        return load_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     code: int = args.handler(args)
     return code
 
