@@ -440,6 +440,9 @@ class LostWrites:
         return f"{len(self.lost)} of {self.checked} acknowledged writes LOST: {shown}{more}"
 
 
+_KIND_OF_FEATURE = {"order_processing": "order", "inventory_write": "adjustment"}
+
+
 def _parse_acked(line_number: int, text: str, source: str) -> AckedWrite:
     try:
         data = json.loads(text)
@@ -447,7 +450,8 @@ def _parse_acked(line_number: int, text: str, source: str) -> AckedWrite:
         raise ValueError(f"{source}:{line_number}: not JSON ({exc.msg})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{source}:{line_number}: expected an object")
-    kind = data.get("kind")
+    # The load side names the feature; "kind" is the short form of the same thing.
+    kind = data.get("kind") or _KIND_OF_FEATURE.get(str(data.get("feature")))
     if kind not in ACKED_WRITE_KINDS:
         raise ValueError(
             f"{source}:{line_number}: kind must be one of {ACKED_WRITE_KINDS}, got {kind!r}"
