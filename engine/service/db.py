@@ -25,9 +25,7 @@ _SCHEMA_LOCK = 0x5E5AB
 
 def classify_error(exc: BaseException) -> Outcome:
     """A constraint violation or bad data is the caller's error; anything else failed."""
-    if isinstance(
-        exc, CallerError | asyncpg.IntegrityConstraintViolationError | asyncpg.DataError
-    ):
+    if isinstance(exc, CallerError | asyncpg.IntegrityConstraintViolationError | asyncpg.DataError):
         return Outcome.IGNORED
     return Outcome.FAILURE
 

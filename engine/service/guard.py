@@ -9,6 +9,7 @@ so the handler can answer 4xx.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -19,12 +20,33 @@ from engine.service.trace import add_spent
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 Classifier = Callable[[BaseException], Outcome]
 
 
 class CallerError(Exception):
     """An error of the request itself (not found, out of stock, bad row), raised inside a
-    guarded call: the dependency answered correctly, so it counts as `Outcome.IGNORED`."""
+    guarded call: the dependency answered correctly, so it counts as `Outcome.IGNORED`.
+    The API answers it with `status_code` and `detail`."""
+
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(CallerError):
+    status_code = 404
+
+
+class Conflict(CallerError):
+    status_code = 409
+
+
+class Unprocessable(CallerError):
+    status_code = 422
 
 
 class DependencyUnavailable(Exception):
@@ -117,8 +139,11 @@ class Guard:
         permit = self._policy.acquire(dependency)
         if isinstance(permit, Rejected):
             self._observer.on_rejected(dependency)
+            # Retry-After is the recovery ETA; never sooner than the breaker admits again.
             raise DependencyUnavailable(
-                dependency, f"{dependency} breaker is {permit.state.value}", permit.retry_after_s
+                dependency,
+                f"{dependency} breaker is {permit.state.value}",
+                max(permit.retry_after_s, self._recovery_eta_s()),
             )
         limit = self._timeouts[dependency] if timeout_s is None else timeout_s
         started = time.perf_counter()
@@ -138,9 +163,8 @@ class Guard:
             self._observer.on_call(dependency, outcome, elapsed)
             if outcome is Outcome.IGNORED:
                 raise
-            raise DependencyUnavailable(
-                dependency, _describe(exc), self._recovery_eta_s()
-            ) from exc
+            log.debug("%s call failed after %.3f s: %s", dependency, elapsed, _describe(exc))
+            raise DependencyUnavailable(dependency, _describe(exc), self._recovery_eta_s()) from exc
         elapsed = time.perf_counter() - started
         add_spent(dependency, elapsed)
         self._policy.record(permit, Outcome.SUCCESS, elapsed)

@@ -58,7 +58,7 @@ SELECT 'SKU-' || lpad(n::text, 6, '0'),
                                'Electronics','Toys','Apparel','Garden','Pet','Office'], n, 14),
        1 + floor(pg_temp.seed_unit(n, 15) * $2::integer)::integer,
        cost,
-       round(cost * (1.15 + pg_temp.seed_unit(n, 17) * 0.6), 2)
+       round(cost * (1.15 + pg_temp.seed_unit(n, 17) * 0.6)::numeric, 2)
 FROM generate_series(1, $1::integer) AS n,
      LATERAL (SELECT round((0.5 + pg_temp.seed_unit(n, 16) ^ 2 * 200)::numeric, 2)) AS c(cost)
 """

@@ -75,8 +75,10 @@ class Settings:
     policy_path: Path | None = None
     flags_file: Path | None = None
     cors_origins: tuple[str, ...] = ()
-    rate_limit_rps: float = 200.0
-    rate_limit_burst: int = 400
+    # Per key. Generous enough for one load-testing client at the staging rates (500 req/s);
+    # set RESLAB_RATE_LIMIT_RPS lower where keys belong to ordinary clients.
+    rate_limit_rps: float = 1000.0
+    rate_limit_burst: int = 2000
     max_body_bytes: int = 2 * 1024 * 1024
     # Number of SKUs the seed generates on an empty database (the product floor is 10,000).
     seed_skus: int = 10_000
@@ -90,7 +92,9 @@ class Settings:
         api_keys = _items(env, "RESLAB_API_KEYS")
         admin_key = _text(env, "RESLAB_ADMIN_KEY", "")
         if not api_keys and not admin_key:
-            raise SettingsError("RESLAB_API_KEYS: at least one API key (or RESLAB_ADMIN_KEY) is required")
+            raise SettingsError(
+                "RESLAB_API_KEYS: at least one API key (or RESLAB_ADMIN_KEY) is required"
+            )
         return cls(
             host=_text(env, "RESLAB_HOST", defaults.host),
             port=_integer(env, "RESLAB_PORT", defaults.port, minimum=0),

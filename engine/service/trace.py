@@ -28,6 +28,8 @@ class ServedBy(IntEnum):
 class RequestTrace:
     spent_s: dict[str, float] = field(default_factory=dict)
     served_by: ServedBy = ServedBy.PRIMARY
+    # The feature the handler is serving, for a 503 that names it.
+    feature: str | None = None
 
     def add(self, dependency: str, seconds: float) -> None:
         self.spent_s[dependency] = self.spent_s.get(dependency, 0.0) + seconds

@@ -1,0 +1,7 @@
+"""Shared fixtures.
+
+Servers for the staging, Toxiproxy and LLM stub tests live in tests/fixtures_staging.py;
+the engine and its dependency stack in tests/fixtures_engine.py.
+"""
+
+pytest_plugins = ["tests.fixtures_staging", "tests.fixtures_engine"]
