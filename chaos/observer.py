@@ -506,8 +506,10 @@ async def _find_lost(pg_dsn: str, writes: Sequence[AckedWrite], timeout: float) 
             # A key row without a stored status is a write still in flight, or rolled back
             # on the way (idempotency.py): not a committed write.
             rows = await connection.fetch(
+                # The engine scopes keys per feature and caller ("order_processing:<key id>").
                 """SELECT key FROM idempotency_keys
-                   WHERE scope = $1 AND key = ANY($2::text[]) AND status_code IS NOT NULL""",
+                   WHERE (scope = $1 OR scope LIKE $1 || ':%')
+                     AND key = ANY($2::text[]) AND status_code IS NOT NULL""",
                 _IDEMPOTENCY_SCOPES[kind],
                 keys,
             )
