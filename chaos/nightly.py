@@ -4,6 +4,7 @@ A suite file:
 
     name: nightly
     out: runs/nightly            # optional; default runs/nightly-<UTC timestamp>
+    staging: .staging/staging.json   # optional; default: the local stack, started if needed
     defaults: {replications: 1, workers: 0, predict: true, sim_replications: 10}
     scenarios:
       - postgres-down
@@ -40,7 +41,9 @@ from chaos.campaign import (
 )
 from scenarios import ScenarioError, load_scenario, resolve_scenario_path
 
-_OPTION_FIELDS = {"replications", "workers", "predict", "sim_replications", "duration_override"}
+_OPTION_FIELDS = {
+    "replications", "workers", "predict", "sim_replications", "duration_override", "policy",
+}  # fmt: skip
 # Worst first: what decides the suite's exit code.
 _SEVERITY = {EXIT_INFRASTRUCTURE: 4, EXIT_BAD_INPUT: 3, 1: 2, EXIT_OK: 0}
 
@@ -60,6 +63,7 @@ class Suite:
     name: str
     out: Path
     entries: tuple[SuiteEntry, ...]
+    staging: Path | None = None
 
 
 def load_suite(path: Path) -> Suite:
@@ -69,7 +73,7 @@ def load_suite(path: Path) -> Suite:
         raise SuiteError(f"{path}: cannot be read as YAML: {error}") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: must be a mapping with a `scenarios` list")
-    unknown = set(raw) - {"name", "out", "defaults", "scenarios"}
+    unknown = set(raw) - {"name", "out", "staging", "defaults", "scenarios"}
     if unknown:
         raise SuiteError(f"{path}: {sorted(unknown)[0]}: unknown field")
     defaults = raw.get("defaults") or {}
@@ -90,11 +94,15 @@ def load_suite(path: Path) -> Suite:
             load_scenario(resolve_scenario_path(str(item["scenario"])))
         except (ScenarioError, FileNotFoundError) as error:
             raise SuiteError(f"{path}: {where}.scenario: {error}") from None
-        entries.append(SuiteEntry(str(item["scenario"]), {**defaults, **options}))
+        merged = {**defaults, **options}
+        if "policy" in merged:
+            merged["policy"] = Path(merged["policy"])
+        entries.append(SuiteEntry(str(item["scenario"]), merged))
     name = str(raw.get("name", path.stem))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(raw["out"]) if raw.get("out") else Path("runs") / f"{name}-{stamp}"
-    return Suite(name, out, tuple(entries))
+    staging = Path(raw["staging"]) if raw.get("staging") else None
+    return Suite(name, out, tuple(entries), staging)
 
 
 def _check_options(path: Path, where: str, options: Any) -> None:
@@ -164,7 +172,12 @@ def run_suite(suite: Suite, echo: Any = print) -> int:
         echo(f"== {entry.scenario}")
         started = time.monotonic()
         result = run_campaign(
-            CampaignOptions(scenario=entry.scenario, out_dir=suite.out, **entry.options),
+            CampaignOptions(
+                scenario=entry.scenario,
+                out_dir=suite.out,
+                staging_file=suite.staging,
+                **entry.options,
+            ),
             echo=echo,
         )
         seconds = time.monotonic() - started

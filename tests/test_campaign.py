@@ -1,29 +1,22 @@
-"""`reslab campaign` end to end on a real staging stack: outage, signals, kill -9, abort.
-
-The stack runs the engine with a fast policy (2 s open times, a 1 s dwell) so that a whole
-trip and recovery fits in well under a minute of load.
-"""
+"""`reslab campaign` end to end on a real staging stack: outage, signals, kill -9, abort."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from chaos.campaign import CampaignOptions, CampaignResult, run_campaign
-from chaos.staging import StagingStack, StagingState
+from chaos.staging import StagingState
 from chaos.toxiproxy import ToxiproxyClient
-from tests.fixtures_engine import write_fast_policy
+from tests.fixtures_campaign import assert_toxiproxy_clean
 
 REPO = Path(__file__).resolve().parent.parent
 RESLAB = [sys.executable, "-m", "reslab.cli"]
@@ -66,27 +59,6 @@ def write(tmp: Path, name: str, text: str) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(text)
     return path
-
-
-@pytest.fixture(scope="module")
-def campaign_stack() -> Iterator[tuple[StagingState, Path]]:
-    # Not pytest's tmp_path: PostgreSQL runs as an unprivileged user who must reach it.
-    state_dir = Path(tempfile.mkdtemp(prefix="reslab-campaign-"))
-    policy = write_fast_policy(state_dir / "fast-policy.yaml")
-    stack = StagingStack(state_dir, policy_path=policy, llm_latency_median_ms=5.0)
-    try:
-        yield stack.up(timeout=90.0, engine_timeout=120.0), policy
-    finally:
-        stack.down()
-        shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def assert_toxiproxy_clean(state: StagingState) -> None:
-    """Asked of Toxiproxy itself: no toxic on any proxy, every proxy enabled."""
-    with ToxiproxyClient(state.toxiproxy_url) as client:
-        for name, proxy in client.proxies().items():
-            assert proxy.enabled, f"proxy {name} left disabled"
-            assert client.toxics(name) == [], f"toxics left on {name}"
 
 
 @pytest.fixture(scope="module")
