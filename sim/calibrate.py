@@ -11,7 +11,14 @@ From the baseline phase's successful requests (before any fault), using each req
   empirical is closer by more than sampling noise explains;
 - per feature and dependency, the scale of its calls against that base (ratio of medians);
 - the cache hit ratios (an inventory read that touched PostgreSQL was a miss);
-- the engine's own overhead: latency minus the time spent in dependencies.
+- the engine's own overhead: latency minus the time spent in dependencies;
+
+and, when the run had a PostgreSQL fault, from the reads during it:
+
+- the inventory cache's stale ratio: among the inventory reads that needed a stale copy
+  (served `stale`, or a 503 because there was none), the share that found one. Without
+  such a fault (or with too few of those reads) the calibration leaves it out, and the
+  model derives it from the hit ratio (`sim.parameters`).
 
 Writes ``calibration.json`` (the shape of `sim/defaults.json`, with a ``fit`` report) into
 the run folder and returns its path.
@@ -47,7 +54,14 @@ MIN_SAMPLES = 30
 _HIT_RATIO_SOURCES = {
     "inventory": ("inventory_read", "postgres"),
     "summary": ("dashboard_summary", "postgres"),
+    "top_sellers": ("ai_recommendations", "postgres"),
 }
+
+# An inventory read that needed a stale copy during a PostgreSQL fault found one (served
+# `stale`) or found none: the engine then answers 503 with PostgreSQL's failure (`error`)
+# or its breaker's refusal (`rejected`).
+_STALE_FOUND = "stale"
+_STALE_MISSING = frozenset({"error", "rejected"})
 
 
 def fit_lognormal(
@@ -154,6 +168,74 @@ def _baseline(requests: pd.DataFrame, faults: pd.DataFrame) -> pd.DataFrame:
     return selected
 
 
+def _fault_windows(faults: pd.DataFrame, target: str) -> dict[int, list[tuple[float, float]]]:
+    """Per replication, the (start, end) of each fault on `target` as it was applied (its
+    scheduled end when its removal was not recorded)."""
+    windows: dict[int, list[tuple[float, float]]] = {}
+    if faults.empty or "target" not in faults:
+        return windows
+    on_target = faults[faults["target"].astype(str) == target]
+    starts = on_target["applied_at"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ends = (
+        on_target["removed_at"]
+        .fillna(on_target["scheduled_end"])
+        .to_numpy(dtype=np.float64, na_value=np.nan)
+    )
+    replications = (
+        on_target["replication"].to_numpy(dtype=np.int64)
+        if "replication" in on_target
+        else np.zeros(len(on_target), dtype=np.int64)
+    )
+    for start, end, replication in zip(
+        starts.tolist(), ends.tolist(), replications.tolist(), strict=True
+    ):
+        if not math.isnan(start):  # a fault never applied had no effect
+            windows.setdefault(int(replication), []).append((start, end))
+    return windows
+
+
+def _within(scheduled: np.ndarray, windows: list[tuple[float, float]]) -> np.ndarray:
+    inside = np.zeros(len(scheduled), dtype=bool)
+    for start, end in windows:
+        inside |= (scheduled >= start) & (scheduled < end)
+    return inside
+
+
+def stale_ratio_from_faults(
+    requests: pd.DataFrame, faults: pd.DataFrame
+) -> tuple[float | None, int]:
+    """(share of the inventory reads that needed a stale copy during a PostgreSQL fault and
+    found one, how many needed one); the share is None without such reads.
+
+    Reads while Redis was faulted too are left out: a stale lookup that failed says nothing
+    about whether the copy existed."""
+    postgres = _fault_windows(faults, "postgres")
+    if not postgres:
+        return None, 0
+    redis = _fault_windows(faults, "redis")
+    reads = requests[requests["feature"].astype(str) == "inventory_read"]
+    replications = (
+        reads["replication"].to_numpy(dtype=np.int64)
+        if "replication" in reads
+        else np.zeros(len(reads), dtype=np.int64)
+    )
+    scheduled = reads["scheduled"].to_numpy(dtype=np.float64)
+    during = np.zeros(len(reads), dtype=bool)
+    for replication, windows in postgres.items():
+        mine = replications == replication
+        during |= (
+            mine & _within(scheduled, windows) & ~_within(scheduled, redis.get(replication, []))
+        )
+    outcome = reads["outcome"].astype(str).to_numpy()
+    status = reads["status"].to_numpy(dtype=np.int64)
+    found = during & (outcome == _STALE_FOUND)
+    missing = during & (status == 503) & np.isin(outcome, list(_STALE_MISSING))
+    needed = int(found.sum() + missing.sum())
+    if needed == 0:
+        return None, 0
+    return float(found.sum()) / needed, needed
+
+
 def calibration_from_requests(
     requests: pd.DataFrame, faults: pd.DataFrame | None = None
 ) -> dict[str, Any]:
@@ -227,6 +309,23 @@ def calibration_from_requests(
     result: dict[str, Any] = {"format": 1, "source": "calibrate", "dependencies": dependencies}
     if ratios:
         result["cache_hit_ratios"] = ratios
+    stale_ratio, needed = (
+        stale_ratio_from_faults(requests, faults) if faults is not None else (None, 0)
+    )
+    if stale_ratio is not None and needed >= MIN_SAMPLES:
+        result["stale_ratios"] = {"inventory": stale_ratio}
+        fit_report["stale_ratios"] = {
+            "inventory": {"samples": needed, "from": "inventory reads during a PostgreSQL fault"}
+        }
+    else:
+        why = (
+            f"only {needed} inventory reads needed a stale copy during a PostgreSQL fault"
+            if needed
+            else "no inventory read needed a stale copy during a PostgreSQL fault"
+        )
+        fit_report["stale_ratios"] = {
+            "inventory": {"samples": needed, "from": f"the hit ratio (default): {why}"}
+        }
     if scales:
         result["scales"] = scales
     if len(overhead) >= MIN_SAMPLES:
@@ -266,6 +365,14 @@ def describe_fit(calibration: Mapping[str, Any]) -> str:
         )
     for cache, ratio in calibration.get("cache_hit_ratios", {}).items():
         lines.append(f"cache {cache}: hit ratio {ratio:.3f}")
+    for cache, entry in report.get("stale_ratios", {}).items():
+        stated = calibration.get("stale_ratios", {}).get(cache)
+        if stated is None:
+            lines.append(f"cache {cache}: stale ratio from {entry['from']}")
+        else:
+            lines.append(
+                f"cache {cache}: stale ratio {stated:.3f} (n={entry['samples']}, from {entry['from']})"
+            )
     if "server_overhead" in report:
         fit = report["server_overhead"]["lognormal"]
         lines.append(f"engine overhead: median {fit['median_ms']:.3f} ms sigma {fit['sigma']:.3f}")

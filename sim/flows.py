@@ -4,9 +4,22 @@ instead when it cannot (POLICY.md, "The 16 features").
 A `Path` is the ordered dependency calls of one way of answering; a `Flow` is a feature's
 primary path and its named fallback paths. A call that fails or is refused hands over to the
 fallback it names (`on_failure`), or the request ends in a 503. A cached read (`cache`) ends
-the path on a hit. These are the flows the engine runs; `primary_dependencies` gives, per
-feature, the dependencies its healthy primary path calls, which is what the engine's
-`Server-Timing` header shows per route.
+the path on a hit, or skips the fetch and fill that a miss would need. These are the flows
+the engine runs (engine/service/routes_*.py), including the calls the policy does not gate
+on: best-effort cache fills and invalidations, and ai_recommendations' top sellers, read
+for its prompt. So:
+
+- `primary_dependencies` gives, per feature, the dependencies the policy gates its primary
+  path on (POLICY.md's *needs*);
+- `primary_touches` gives the dependency sets a healthy primary path calls, one per outcome
+  of its caches and memo, which is what the engine's `Server-Timing` header shows per
+  request;
+- `calls_by_dependency` tells, from such a set, how many calls each dependency took.
+
+A stale copy (`stale_copy`) is the long-lived duplicate the engine keeps beside a fresh
+cache entry; whether one exists for a read is drawn with the cache's stale ratio
+(`sim.parameters`), because the engine only has stale copies of what was read before.
+Fresh entries lapse once nothing refills them (`fills`): see `sim.model`.
 """
 
 from __future__ import annotations
@@ -30,12 +43,29 @@ class Served(IntEnum):
 class Call:
     dependency: str
     operation: str
-    # The cache whose hit ratio decides, after a successful call, whether the path ends here
-    # (a hit) or goes on (a miss). `miss_fails`: a miss is an answer-less end (a stale read).
+    # The cache whose hit ratio decides, after a successful call, whether this was a hit or
+    # a miss. A miss goes on with the next call; `miss_fails`: a miss is an answer-less end
+    # (a stale read that found nothing).
     cache: str | None = None
     miss_fails: bool = False
-    # A cache fill: its failure does not fail the request.
+    # Reads the cache's stale copy, not its fresh entry: the draw uses the stale ratio.
+    stale_copy: bool = False
+    # None: a hit ends the path. n: a hit skips the n calls that follow (the fetch and the
+    # fill that a miss needs) and the path goes on (the hit is only an input).
+    hit_skips: int | None = None
+    # How a hit that ends the path is served, when not as the path is: a fresh entry found
+    # on the way to a stale copy is served as primary.
+    hit_served: Served | None = None
+    # A call whose failure does not fail the request (a cache fill or invalidation, or a
+    # lookup a miss can do without): the path goes on with its next call. A best-effort
+    # call to a dependency that already failed in the same request is skipped, as the
+    # engine skips the fill after a failed cache read.
     best_effort: bool = False
+    # False for a call to a dependency that POLICY.md does not list among the feature's
+    # needs: the policy serves the feature whatever that dependency's breaker says.
+    policy_need: bool = True
+    # The cache whose fresh entries (and stale copies) this call writes.
+    fills: str | None = None
     # The fallback path to take when this call fails or its breaker refuses it.
     on_failure: str | None = None
 
@@ -44,6 +74,10 @@ class Call:
 class Path:
     calls: tuple[Call, ...]
     served: Served = Served.PRIMARY
+    # An in-process memo in front of the calls (its time to live is a model parameter):
+    # while it holds a result the path answers from it without calling anything, and
+    # concurrent misses share one computation.
+    memo: str | None = None
 
     @property
     def dependencies(self) -> frozenset[str]:
@@ -66,24 +100,44 @@ class Flow:
         return None
 
     def primary_branches(self) -> tuple[tuple[Call, ...], ...]:
-        """The call sequences a healthy primary path can take: one per cache outcome."""
+        """The call sequences a healthy primary path can take: one per outcome of its memo
+        and caches, hits first."""
         calls = self.primary.calls
-        branches = [calls[: index + 1] for index, call in enumerate(calls) if call.cache]
-        branches.append(calls)
+        branches: list[tuple[Call, ...]] = [()] if self.primary.memo is not None else []
+
+        def walk(index: int, taken: tuple[Call, ...]) -> None:
+            while index < len(calls):
+                call = calls[index]
+                taken = (*taken, call)
+                if call.cache is not None and not call.miss_fails:
+                    if call.hit_skips is None:
+                        branches.append(taken)
+                    else:
+                        walk(index + 1 + call.hit_skips, taken)
+                index += 1
+            branches.append(taken)
+
+        walk(0, ())
         return tuple(branches)
 
 
-def _path(*calls: Call, served: Served = Served.PRIMARY) -> Path:
-    return Path(tuple(calls), served)
+def _path(*calls: Call, served: Served = Served.PRIMARY, memo: str | None = None) -> Path:
+    return Path(tuple(calls), served, memo)
 
 
 _NO_CALLS = _path()
-_STALE_SUMMARY = _path(served=Served.STALE)  # the last good summary, kept in memory
 _FALLBACK_HERE = _path(served=Served.FALLBACK)  # what the path already fetched suffices
+_STALE_HERE = _path(served=Served.STALE)  # ... and it was already a stale copy
 
 
 def _single(dependency: str, operation: str) -> Flow:
     return Flow("", _path(Call(dependency, operation)))
+
+
+def _write(*calls: Call) -> Flow:
+    """A write that commits in PostgreSQL, then drops the inventory entries it made stale
+    (best effort: a failed invalidation does not undo an acknowledged write)."""
+    return Flow("", _path(*calls, Call("redis", "invalidate", best_effort=True)))
 
 
 _FLOWS: dict[str, Flow] = {
@@ -92,12 +146,17 @@ _FLOWS: dict[str, Flow] = {
         _path(
             Call("redis", "get", cache="inventory", on_failure="direct"),
             Call("postgres", "select", on_failure="stale"),
-            Call("redis", "set", best_effort=True),
+            Call("redis", "set", best_effort=True, fills="inventory"),
         ),
         fallbacks={
             "direct": _path(Call("postgres", "select"), served=Served.FALLBACK),
+            # The engine runs its primary code here too: a fresh entry still answers as
+            # primary; on a miss, PostgreSQL's open breaker refuses at once (no time
+            # spent) and the stale copy answers if the SKU has one.
             "stale": _path(
-                Call("redis", "get_stale", cache="stale", miss_fails=True), served=Served.STALE
+                Call("redis", "get", cache="inventory", hit_served=Served.PRIMARY),
+                Call("redis", "get_stale", cache="inventory", stale_copy=True, miss_fails=True),
+                served=Served.STALE,
             ),
         },
         # Forced off by a flag with both available: read PostgreSQL directly.
@@ -106,20 +165,45 @@ _FLOWS: dict[str, Flow] = {
     "dashboard_summary": Flow(
         "",
         _path(
-            Call("redis", "get", cache="summary", on_failure="stale"),
+            Call("redis", "get", cache="summary", on_failure="direct"),
             Call("postgres", "aggregate", on_failure="stale"),
-            Call("redis", "set", best_effort=True),
+            Call("redis", "set", best_effort=True, fills="summary"),
         ),
-        fallbacks={"stale": _STALE_SUMMARY},
+        fallbacks={
+            "direct": _path(
+                Call("postgres", "aggregate", on_failure="last_good_in_process"),
+                served=Served.FALLBACK,
+            ),
+            # The last good summary: its copy in Redis, else the engine's own in memory.
+            # Both are written on every success, so after the first one it is always there
+            # (stale ratio 1 by default).
+            "stale": _path(
+                Call(
+                    "redis",
+                    "get_stale",
+                    cache="summary",
+                    stale_copy=True,
+                    miss_fails=True,
+                    on_failure="last_good_in_process",
+                ),
+                served=Served.STALE,
+            ),
+            "last_good_in_process": _STALE_HERE,
+        },
         fallback_when=((None, "stale"),),
     ),
     "health_status": Flow("", _NO_CALLS),
     "metrics_export": Flow("", _NO_CALLS),
-    "order_processing": _single("postgres", "transaction"),
-    "inventory_write": _single("postgres", "transaction"),
+    "order_processing": _write(Call("postgres", "transaction")),
+    "inventory_write": _write(Call("postgres", "transaction")),
     "product_search": _single("postgres", "select"),
-    "pricing_update": _single("postgres", "update"),
-    "invoice_upload": Flow("", _path(Call("s3", "put"), Call("postgres", "insert"))),
+    "pricing_update": _write(Call("postgres", "transaction")),
+    # The supplier is checked and the invoice's id reserved first, so that the original
+    # is stored in S3 under its id before the row that points at it is inserted.
+    "invoice_upload": Flow(
+        "",
+        _path(Call("postgres", "reserve_id"), Call("s3", "put"), Call("postgres", "insert")),
+    ),
     "stock_timeline": _single("postgres", "select"),
     "ai_pricing_suggestion": Flow(
         "",
@@ -139,18 +223,37 @@ _FLOWS: dict[str, Flow] = {
         },
         fallback_when=((None, "unarchived_cold"),),
     ),
-    "complex_analytics": _single("postgres", "select"),
+    # Weekly trends are kept in process for a while: most requests call nothing.
+    "complex_analytics": Flow("", _path(Call("postgres", "select"), memo="analytics_trends")),
     "ai_recommendations": Flow(
         "",
-        _path(Call("openai", "complete", on_failure="top_sellers")),
+        # The model is asked about the top sellers, which come first: from the cache, or
+        # from PostgreSQL (then cached). The policy gates the feature on OpenAI alone.
+        _path(
+            Call("redis", "get", cache="top_sellers", hit_skips=2, best_effort=True),
+            Call("postgres", "select", policy_need=False, on_failure="stale_prompt"),
+            Call("redis", "set", best_effort=True, fills="top_sellers"),
+            Call("openai", "complete", on_failure="top_sellers_here"),
+        ),
         fallbacks={
+            "stale_prompt": _path(
+                Call("redis", "get_stale", cache="top_sellers", stale_copy=True, miss_fails=True),
+                Call("openai", "complete", on_failure="stale_top_sellers_here"),
+                served=Served.STALE,
+            ),
+            "top_sellers_here": _FALLBACK_HERE,
+            "stale_top_sellers_here": _STALE_HERE,
             "top_sellers": _path(
                 Call("redis", "get", cache="top_sellers", on_failure="top_sellers_db"),
-                Call("postgres", "select"),
-                Call("redis", "set", best_effort=True),
+                Call("postgres", "select", on_failure="stale_top_sellers"),
+                Call("redis", "set", best_effort=True, fills="top_sellers"),
                 served=Served.FALLBACK,
             ),
             "top_sellers_db": _path(Call("postgres", "select"), served=Served.FALLBACK),
+            "stale_top_sellers": _path(
+                Call("redis", "get_stale", cache="top_sellers", stale_copy=True, miss_fails=True),
+                served=Served.STALE,
+            ),
         },
         fallback_when=(("redis", "top_sellers_db"), (None, "top_sellers")),
     ),
@@ -163,7 +266,8 @@ _FLOWS: dict[str, Flow] = {
         },
         fallback_when=((None, "raw_text_cold"),),
     ),
-    "batch_import": Flow("", _path(Call("s3", "get"), Call("postgres", "copy"))),
+    # The file goes to S3 first: an import in PostgreSQL always has its source file.
+    "batch_import": _write(Call("s3", "put"), Call("postgres", "transaction")),
 }
 
 FLOWS: Mapping[str, Flow] = {
@@ -176,8 +280,22 @@ assert tuple(FLOWS) == FEATURE_NAMES, "the flow table must list the 16 features 
 
 
 def primary_dependencies(feature: str) -> frozenset[str]:
-    """The dependencies the healthy primary path of `feature` calls (on a cache miss)."""
-    return FLOWS[feature].primary.dependencies
+    """The dependencies the policy gates the primary path of `feature` on: those of its
+    calls that are neither best effort nor outside the policy's needs."""
+    return frozenset(
+        call.dependency
+        for call in FLOWS[feature].primary.calls
+        if call.policy_need and not call.best_effort
+    )
+
+
+def primary_touches(feature: str) -> frozenset[frozenset[str]]:
+    """The dependency sets a healthy primary path of `feature` calls, one per outcome of
+    its memo and caches (what the engine's `Server-Timing` names)."""
+    return frozenset(
+        frozenset(call.dependency for call in branch)
+        for branch in FLOWS[feature].primary_branches()
+    )
 
 
 def calls_by_dependency(feature: str, touched: Collection[str]) -> dict[str, int] | None:

@@ -71,27 +71,82 @@ _DRAIN_LIMIT_S = 120.0
 # reference, so the hot path does no look-ups by name.
 
 
+class _Cache:
+    """A cache's fresh entries as a whole, for how they lapse when nothing refills them.
+
+    While reads refill it, a lookup hits at the cache's hit ratio. Once a read has had to
+    look for a stale copy (the fetch that would have refilled failed or was refused), the
+    refills have stopped: each live entry lapses at the end of its lifetime, and with fills
+    spread in time what is left of a lifetime is uniform over [0, ttl), so the share of
+    entries still alive falls linearly to 0 over one ttl. The next successful fill restores
+    the hit ratio at once: the popular keys, which carry most reads, refill on their first.
+    """
+
+    __slots__ = ("refills_stopped_at", "ttl_s")
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.refills_stopped_at: float | None = None
+
+    def alive_share(self, now: float, stopped_at: float) -> float:
+        share = 1.0 - (now - stopped_at) / self.ttl_s
+        return share if share > 0.0 else 0.0
+
+
 class _CallPlan:
     __slots__ = (
         "best_effort",
         "dependency",
+        "fills",
+        "hit_outcome",
         "hit_ratio",
+        "hit_skips",
+        "lapses",
         "miss_fails",
         "name",
         "on_failure",
         "scale",
+        "stale_of",
     )
 
     def __init__(
-        self, call: Call, dependency: Dependency, scale: float, hit_ratio: float | None
+        self,
+        call: Call,
+        dependency: Dependency,
+        scale: float,
+        hit_ratio: float | None,
+        hit_outcome: int,
+        caches: dict[str, _Cache],
     ) -> None:
         self.name = call.dependency
         self.dependency = dependency
         self.scale = scale
         self.hit_ratio = hit_ratio
+        self.hit_skips = call.hit_skips
+        self.hit_outcome = hit_outcome
         self.miss_fails = call.miss_fails
         self.best_effort = call.best_effort
         self.on_failure: _PathPlan | None = None
+        cache = None if call.cache is None else caches.get(call.cache)
+        # A fresh lookup's hits lapse with its cache; a stale lookup tells that the
+        # refills have stopped; a fill restarts them.
+        self.lapses = None if call.stale_copy else cache
+        self.stale_of = cache if call.stale_copy else None
+        self.fills = None if call.fills is None else caches.get(call.fills)
+
+
+class _Memo:
+    """An in-process memo of the engine (`engine.service.memo.SingleFlight` with a time to
+    live): a result is kept `ttl_s`; while one computation is under way, the requests that
+    miss wait for it and end as it ends; a failure is not kept."""
+
+    __slots__ = ("computing", "fresh_until", "ttl_s", "waiting")
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.fresh_until = -math.inf
+        self.computing: _Request | None = None
+        self.waiting: list[_Request] = []
 
 
 class _PathPlan:
@@ -104,17 +159,19 @@ class _PathPlan:
 
 
 class _FlowPlan:
-    __slots__ = ("fallback_when", "feature", "primary")
+    __slots__ = ("fallback_when", "feature", "memo", "primary")
 
     def __init__(
         self,
         feature: str,
         primary: _PathPlan,
         fallback_when: tuple[tuple[str | None, _PathPlan], ...],
+        memo: _Memo | None,
     ) -> None:
         self.feature = feature
         self.primary = primary
         self.fallback_when = fallback_when
+        self.memo = memo  # in front of the primary path
 
     def choose_fallback(self, unavailable: frozenset[str]) -> _PathPlan | None:
         for dependency, path in self.fallback_when:
@@ -124,15 +181,26 @@ class _FlowPlan:
 
 
 def _compile_flow(
-    flow: Flow, dependencies: dict[str, Dependency], parameters: ModelParameters
+    flow: Flow,
+    dependencies: dict[str, Dependency],
+    parameters: ModelParameters,
+    caches: dict[str, _Cache],
 ) -> _FlowPlan:
+    def hit_ratio(call: Call) -> float | None:
+        if call.cache is None:
+            return None
+        ratios = parameters.stale_ratios if call.stale_copy else parameters.cache_hit_ratios
+        return ratios.get(call.cache, 0.0)
+
     def compile_path(path: Path) -> _PathPlan:
         calls = tuple(
             _CallPlan(
                 call,
                 dependencies[call.dependency],
                 parameters.scale(flow.feature, call.dependency),
-                None if call.cache is None else parameters.cache_hit_ratios.get(call.cache, 0.0),
+                hit_ratio(call),
+                _SERVED_OUTCOME[path.served if call.hit_served is None else call.hit_served],
+                caches,
             )
             for call in path.calls
         )
@@ -147,7 +215,8 @@ def _compile_flow(
             if call.on_failure is not None:
                 call_plan.on_failure = compiled[call.on_failure]
     when = tuple((dependency, compiled[name]) for dependency, name in flow.fallback_when)
-    return _FlowPlan(flow.feature, primary, when)
+    ttl_s = None if flow.primary.memo is None else parameters.memo_ttl_s.get(flow.primary.memo)
+    return _FlowPlan(flow.feature, primary, when, None if ttl_s is None else _Memo(ttl_s))
 
 
 class _Request:
@@ -155,12 +224,14 @@ class _Request:
         "call",
         "call_started",
         "connection",
+        "failed",
         "failure",
         "flow",
         "index",
         "path",
         "pending",
         "permit",
+        "refused",
         "step",
         "user",
         "waiting_for",
@@ -173,6 +244,11 @@ class _Request:
     #   failure: how it will end (a CallFailure); pending: the one event this request waits
     #   for (any other that fires for it is stale); waiting_for: the Dependency whose pool
     #   it is queued for.
+    # failed: the Dependency whose call last failed in this request (its best-effort calls
+    # are skipped then). refused: whether what sent the request to its fallback was a
+    # breaker's refusal (a FALLBACK decision counts as one: the engine's handler meets the
+    # open breaker); a stale lookup that finds nothing then ends as the engine's does, with
+    # that refusal (outcome rejected) rather than an error.
     call: _CallPlan
     permit: Any
     call_started: float
@@ -187,6 +263,8 @@ class _Request:
         self.user = user
         self.path = flow.primary
         self.step = 0
+        self.failed: Dependency | None = None
+        self.refused = False
 
 
 class _User:
@@ -250,8 +328,10 @@ class Model:
         mix = scenario.mix_fractions()
         self._mix_codes = np.array([FEATURE_NAMES.index(name) for name in mix], dtype=np.int8)
         self._mix_p = np.array(list(mix.values()), dtype=np.float64)
+        caches = {name: _Cache(ttl_s) for name, ttl_s in parameters.fresh_ttl_s.items()}
         self._flows = [
-            _compile_flow(FLOWS[name], self.dependencies, parameters) for name in FEATURE_NAMES
+            _compile_flow(FLOWS[name], self.dependencies, parameters, caches)
+            for name in FEATURE_NAMES
         ]
         self.recorder = RequestRecorder(self._expected_requests())
         self.states = StateRecorder(self.policy, replication)
@@ -448,15 +528,39 @@ class Model:
         flow = request.flow
         mode = self._decide(flow.feature).mode
         if mode is _PRIMARY:
+            if flow.memo is not None and self._answered_by_memo(request, flow.memo):
+                return
             self._next_call(request)
             return
         if mode is _FALLBACK:
             path = flow.choose_fallback(self._unavailable())
             if path is not None:
                 request.path = path
+                request.refused = True
                 self._next_call(request)
                 return
         self._finish(request, 503, _SHED)
+
+    def _answered_by_memo(self, request: _Request, memo: _Memo) -> bool:
+        """Whether the memo answers (or will: the request waits for the computation under
+        way); False: this request computes."""
+        if self.env._now < memo.fresh_until:
+            self._finish(request, 200, _OK)
+            return True
+        if memo.computing is not None:
+            memo.waiting.append(request)
+            return True
+        memo.computing = request
+        return False
+
+    def _memo_done(self, memo: _Memo, status: int, outcome: int) -> None:
+        """The memo's computation ended: keep a success, and end its waiters alike."""
+        memo.computing = None
+        if outcome == _OK:
+            memo.fresh_until = self.env._now + memo.ttl_s
+        waiting, memo.waiting = memo.waiting, []
+        for waiter in waiting:
+            self._finish(waiter, status, outcome)
 
     def _unavailable(self) -> frozenset[str]:
         return frozenset(
@@ -469,6 +573,10 @@ class Model:
             self._finish(request, 200, path.outcome)
             return
         call = path.calls[request.step]
+        if call.best_effort and call.dependency is request.failed:
+            request.step += 1
+            self._next_call(request)
+            return
         request.call = call
         permit = self._acquire(call.name)
         if permit.__class__ is Rejected:
@@ -528,13 +636,26 @@ class Model:
         if failure:
             self._call_failed(request, call, False)
             return
+        fills = call.fills
+        if fills is not None:
+            fills.refills_stopped_at = None
         hit_ratio = call.hit_ratio
         if hit_ratio is not None:
+            lapses = call.lapses
+            if lapses is not None and lapses.refills_stopped_at is not None:
+                hit_ratio *= lapses.alive_share(self.env._now, lapses.refills_stopped_at)
+            stale_of = call.stale_of
+            if stale_of is not None and stale_of.refills_stopped_at is None:
+                stale_of.refills_stopped_at = self.env._now
             if self._uniform.next() < hit_ratio:
-                self._finish(request, 200, request.path.outcome)
+                if call.hit_skips is None:
+                    self._finish(request, 200, call.hit_outcome)
+                    return
+                request.step += 1 + call.hit_skips
+                self._next_call(request)
                 return
             if call.miss_fails:
-                self._finish(request, 503, _ERROR)
+                self._finish(request, 503, _REJECTED if request.refused else _ERROR)
                 return
         request.step += 1
         self._next_call(request)
@@ -576,6 +697,7 @@ class Model:
         self._call_failed(request, call, False)
 
     def _call_failed(self, request: _Request, call: _CallPlan, rejected: bool) -> None:
+        request.failed = call.dependency
         if call.best_effort:
             request.step += 1
             self._next_call(request)
@@ -584,6 +706,7 @@ class Model:
         if fallback is not None:
             request.path = fallback
             request.step = 0
+            request.refused = rejected
             self._next_call(request)
             return
         self._finish(request, 503, _REJECTED if rejected else _ERROR)
@@ -592,6 +715,9 @@ class Model:
         now = self.env._now
         self._close(request.index, now, status, outcome)
         self._in_flight -= 1
+        memo = request.flow.memo
+        if memo is not None and memo.computing is request:
+            self._memo_done(memo, status, outcome)
         user = request.user
         if user is not None:
             assert self._closed_load is not None

@@ -3,6 +3,27 @@
 A calibration file has the shape of `defaults.json` and may give only part of it (what
 `sim.calibrate` measured); whatever it leaves out keeps its default. The merged raw mapping
 is hashed, so that a run folder says exactly which parameters produced it.
+
+Caches (`cache_hit_ratios`, `stale_ratios`):
+
+- a cache's *hit ratio* is the share of its lookups that find a fresh entry;
+- its *stale ratio* is the probability that a read which needs the stale copy (its primary
+  path unavailable: PostgreSQL open or failing, no fresh entry) finds one. The engine writes
+  a day-long stale copy beside every fresh entry, so only what was read before has one.
+  A cache without a stated stale ratio takes its hit ratio. Every SKU whose fresh entry is
+  alive also has a stale copy, and once PostgreSQL cannot refill them the fresh entries
+  lapse within their lifetime; in an outage longer than that, the reads that need a stale
+  copy find one about as often as reads found a fresh entry before (more often on a stack
+  warm for longer, as stale copies last a day). A short outage on a freshly started stack
+  finds fewer, its misses being mostly SKUs never read, which is why `sim.calibrate`
+  measures the ratio from a run with a PostgreSQL fault. The dashboard summary and the top
+  sellers are single keys rewritten on every success, so defaults.json gives them 1.
+
+`fresh_ttl_s` is how long the engine keeps a fresh entry of each cache at OPTIMAL
+(engine/service/cache.py), which is how fast the fresh entries lapse when nothing refills
+them (`sim.model`; a cache without one keeps its hit ratio). `memo_ttl_s` is how long each
+in-process memo of the engine keeps a result (a memo without one is not modelled: its path
+always calls through).
 """
 
 from __future__ import annotations
@@ -45,6 +66,12 @@ class ModelParameters:
     server: ServerParameters
     dependencies: Mapping[str, DependencyParameters]
     cache_hit_ratios: Mapping[str, float]
+    # Every cache with a hit ratio or a stated stale ratio: the probability that a stale
+    # copy exists when the path needs one (stated, else the hit ratio).
+    stale_ratios: Mapping[str, float]
+    # How long the engine keeps a fresh entry of each cache (at OPTIMAL).
+    fresh_ttl_s: Mapping[str, float]
+    memo_ttl_s: Mapping[str, float]
     # Per feature and dependency: the multiple of the dependency's service time a call takes.
     scales: Mapping[str, Mapping[str, float]]
     raw: Mapping[str, Any]
@@ -80,6 +107,24 @@ def _positive(raw: Mapping[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
+def _fractions(raw: Mapping[str, Any], section: str) -> dict[str, float]:
+    fractions: dict[str, float] = {}
+    for key, value in raw.get(section, {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"{section}.{key}: must be a number in [0, 1] (got {value!r})")
+        fractions[str(key)] = float(value)
+    return fractions
+
+
+def _lifetimes(raw: Mapping[str, Any], section: str) -> dict[str, float]:
+    lifetimes: dict[str, float] = {}
+    for key, value in raw.get(section, {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"{section}.{key}: must be a number of seconds > 0 (got {value!r})")
+        lifetimes[str(key)] = float(value)
+    return lifetimes
+
+
 def parameters_from_mapping(raw: Mapping[str, Any]) -> ModelParameters:
     server_raw = raw["server"]
     workers = server_raw.get("workers", 1)
@@ -106,17 +151,17 @@ def parameters_from_mapping(raw: Mapping[str, Any]) -> ModelParameters:
             response_bytes=int(_positive(entry, "response_bytes", where)),
             pool_order=order,
         )
-    ratios: dict[str, float] = {}
-    for key, value in raw.get("cache_hit_ratios", {}).items():
-        ratio = float(value)
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"cache_hit_ratios.{key}: must be in [0, 1] (got {value!r})")
-        ratios[key] = ratio
+    ratios = _fractions(raw, "cache_hit_ratios")
+    stale_ratios = {**ratios, **_fractions(raw, "stale_ratios")}
+    fresh_ttl_s = _lifetimes(raw, "fresh_ttl_s")
+    memo_ttl_s = _lifetimes(raw, "memo_ttl_s")
     scales = {
         str(feature): {str(dep): float(x) for dep, x in per_dep.items()}
         for feature, per_dep in raw.get("scales", {}).items()
     }
-    return ModelParameters(server, dependencies, ratios, scales, raw)
+    return ModelParameters(
+        server, dependencies, ratios, stale_ratios, fresh_ttl_s, memo_ttl_s, scales, raw
+    )
 
 
 def load_parameters(

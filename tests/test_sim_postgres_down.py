@@ -1,8 +1,11 @@
 """A `down` fault on PostgreSQL gives the level trajectory POLICY.md implies: OPTIMAL, then
 DEGRADED while the breaker is open (score 70), then OPTIMAL again, and not before the
-breaker's open time plus the dwell have passed."""
+breaker's open time plus the dwell have passed. Inventory reads during it answer from a
+fresh entry while one lasts, else from a stale copy as often as the stale ratio says."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import pytest
@@ -103,9 +106,71 @@ def test_requests_during_the_outage(run: ReplicationResult) -> None:
     outcome = during.groupby(during["feature"].astype(str))["outcome"].agg(
         lambda x: set(x.astype(str))
     )
-    # Writes never answer 2xx without PostgreSQL; inventory reads come from the cache.
+    # Writes never answer 2xx without PostgreSQL; inventory reads come from the cache: a
+    # fresh entry while it lasts, else a stale copy, else PostgreSQL's refusal.
     assert outcome["order_processing"] == {"shed"}
-    assert outcome["inventory_read"] <= {"stale", "error"}
+    assert outcome["inventory_read"] <= {"ok", "stale", "rejected", "error"}
+    fresh_ttl_s = load_parameters().fresh_ttl_s["inventory"]
+    inventory = during[during["feature"].astype(str) == "inventory_read"]
+    fresh = inventory[inventory["outcome"].astype(str) == "ok"]
+    # (Refills stop at the first read that looks for a stale copy, just after the start.)
+    assert fresh["scheduled"].max() < FAULT_AT + fresh_ttl_s + 1.0
     assert outcome["dashboard_summary"] == {"stale"}
     assert outcome["health_status"] == {"ok"}
     assert set(during["status"][during["outcome"].astype(str) == "shed"]) == {503}
+
+
+STALE_RATIO = 0.3
+
+
+def _inventory_outage(hit_ratio: float) -> pd.DataFrame:
+    """Inventory reads alone through a long PostgreSQL outage, with a stale ratio of
+    STALE_RATIO; the requests of the fault phase."""
+    scenario = Scenario.model_validate(
+        {
+            "name": "stale-ratio-test",
+            "load": {"model": "open", "rate": 200, "duration": 80},
+            "mix": {"inventory_read": 1},
+            "faults": [{"at": 10, "duration": 60, "target": "postgres", "toxic": "down"}],
+            "seed": 5,
+        }
+    )
+    parameters = load_parameters(
+        {
+            "cache_hit_ratios": {"inventory": hit_ratio},
+            "stale_ratios": {"inventory": STALE_RATIO},
+        }
+    )
+    requests: pd.DataFrame = simulate_replication(
+        scenario, load_policy(), parameters, 0, 5
+    ).requests.to_pandas()
+    return requests[(requests["scheduled"] >= 10.0) & (requests["scheduled"] < 70.0)]
+
+
+def _within_sampling_error(share: float, expected: float, samples: int) -> bool:
+    return abs(share - expected) < 4.0 * math.sqrt(expected * (1.0 - expected) / samples)
+
+
+def test_fault_phase_stale_share_is_the_stale_ratio() -> None:
+    # No fresh entries: every read during the fault needs a stale copy.
+    during = _inventory_outage(hit_ratio=0.0)
+    outcomes = during["outcome"].astype(str)
+    assert set(outcomes) <= {"stale", "rejected", "error"}
+    share = float((outcomes == "stale").mean())
+    assert _within_sampling_error(share, STALE_RATIO, len(during)), share
+    # Found nothing: refused by PostgreSQL's open breaker, or failed before it opened.
+    assert (outcomes == "rejected").sum() > (outcomes == "error").sum()
+
+
+def test_fresh_entries_lapse_then_stale_copies_answer() -> None:
+    # Fresh entries answer at first, and none once their lifetime has passed; the reads
+    # that found no fresh entry find a stale copy as often as the stale ratio says.
+    during = _inventory_outage(hit_ratio=0.9)
+    fresh_ttl_s = load_parameters().fresh_ttl_s["inventory"]
+    outcomes = during["outcome"].astype(str)
+    fresh = during[outcomes == "ok"]
+    assert fresh["scheduled"].min() < 12.0
+    assert fresh["scheduled"].max() < 10.0 + fresh_ttl_s + 1.0
+    needed = during[outcomes != "ok"]
+    share = float((needed["outcome"].astype(str) == "stale").mean())
+    assert _within_sampling_error(share, STALE_RATIO, len(needed)), share
