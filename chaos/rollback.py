@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Protocol, Self
 
-from chaos.staging import REPO_ROOT, STATE_FILE
+from chaos.staging import REPO_ROOT, STATE_FILE, process_start_ticks
 from chaos.toxiproxy import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
@@ -208,23 +208,9 @@ def exit_code_for(exc: BaseException) -> int:
 # --------------------------------------------------------------------------- processes
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The kernel start time of a live process (clock ticks since boot), or None when it
-    is gone or a zombie. With the pid, it names one process even after the pid is reused."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is parenthesised and may hold spaces or parentheses.
-    fields = raw.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
 def _process_alive(pid: int, start_ticks: int | None) -> bool:
     if Path("/proc/self/stat").exists():
-        ticks = _start_ticks(pid)
+        ticks = process_start_ticks(pid)
         if ticks is None:
             return False
         return start_ticks is None or ticks == start_ticks
@@ -565,7 +551,7 @@ class ChaosLock:
         self._base = {
             "schema": LOCK_SCHEMA,
             "pid": os.getpid(),
-            "start_ticks": _start_ticks(os.getpid()),
+            "start_ticks": process_start_ticks(os.getpid()),
             "hostname": socket.gethostname(),
             "toxiproxy_url": toxiproxy_url,
             "label": label,

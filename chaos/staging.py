@@ -427,7 +427,9 @@ def _proc_stat(pid: int) -> list[str] | None:
     return fields
 
 
-def _start_ticks(pid: int) -> int | None:
+def process_start_ticks(pid: int) -> int | None:
+    """The kernel start time of a live process (clock ticks since boot), or None when it
+    is gone or a zombie. With the pid, it names one process even after the pid is reused."""
     fields = _proc_stat(pid)
     return int(fields[19]) if fields else None  # field 22: starttime
 
@@ -435,7 +437,7 @@ def _start_ticks(pid: int) -> int | None:
 def _is_ours(record: ComponentRecord) -> bool:
     if record.pid is None or record.start_ticks is None:
         return False
-    return _start_ticks(record.pid) == record.start_ticks
+    return process_start_ticks(record.pid) == record.start_ticks
 
 
 def _group_members(pgid: int, not_before_ticks: int) -> list[int]:
@@ -452,10 +454,10 @@ def _group_members(pgid: int, not_before_ticks: int) -> list[int]:
 
 def _wait_gone(pid: int, start_ticks: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
-        if _start_ticks(pid) != start_ticks:
+        if process_start_ticks(pid) != start_ticks:
             return True
         time.sleep(_POLL_S)
-    return _start_ticks(pid) != start_ticks
+    return process_start_ticks(pid) != start_ticks
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -815,7 +817,7 @@ class StagingStack:
         _children[process.pid] = process
         record = state.components[launch.component]
         record.pid = process.pid
-        record.start_ticks = _start_ticks(process.pid)
+        record.start_ticks = process_start_ticks(process.pid)
         record.cmdline = launch.argv
         record.started_at = _utc_now()
         self._save(state)
