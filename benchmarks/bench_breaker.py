@@ -72,7 +72,6 @@ Loop = Callable[[int], Awaitable[int]]
 
 # Reading an Enum member off its class costs ~70 ns on Python 3.11, as much as a whole
 # `acquire`; an adapter reads the two it needs once.
-_SUCCESS = Outcome.SUCCESS
 _FAILURE = Outcome.FAILURE
 
 
@@ -103,7 +102,7 @@ async def guarded(
         breaker.record(permit, _FAILURE, end - now, end)
         raise
     end = clock()
-    breaker.record(permit, _SUCCESS, end - now, end)
+    breaker.record_success(permit, end - now, end)
     return result
 
 
@@ -123,7 +122,7 @@ async def guarded_policy(
     except Exception:
         policy.record(permit, _FAILURE, time.perf_counter() - started)
         raise
-    policy.record(permit, _SUCCESS, time.perf_counter() - started)
+    policy.record_success(permit, time.perf_counter() - started)
     return result
 
 
@@ -139,7 +138,7 @@ def guarded_sync(breaker: CircuitBreaker, clock: Callable[[], float], fn: Callab
         breaker.record(permit, _FAILURE, end - now, end)
         raise
     end = clock()
-    breaker.record(permit, _SUCCESS, end - now, end)
+    breaker.record_success(permit, end - now, end)
     return result
 
 

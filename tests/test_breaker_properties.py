@@ -84,3 +84,43 @@ def test_half_open_admits_at_most_its_permits_whatever_the_timing(
         if isinstance(result, Permit) and result.lease:
             in_flight[result.lease] = now
         assert len(in_flight) <= permits
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations, st.integers(1, 3), st.integers(1, 12), st.floats(0.0, 1.0))
+def test_record_success_is_record_with_a_success(
+    ops: list[tuple[str, object]], permits: int, minimum: int, slow_share: float
+) -> None:
+    """The cheap success path changes nothing but the cost: same transitions, same window."""
+    config = breaker_config(half_open_permits=permits, minimum_calls=minimum, open_s=30)
+    general = CircuitBreaker("postgres", config)
+    fast = CircuitBreaker("postgres", config)
+    now = 0.0
+    pending: list[tuple[Permit, Permit]] = []
+    for step, (op, arg) in enumerate(ops):
+        if op == "acquire":
+            first, second = general.acquire(now), fast.acquire(now)
+            assert type(first) is type(second)
+            if isinstance(first, Permit) and isinstance(second, Permit):
+                pending.append((first, second))
+        elif op == "record" and pending:
+            first, second = pending.pop(0)
+            # Some calls slow enough to count as slow calls.
+            duration = 0.9 if (step * 0.618) % 1.0 < slow_share else 0.01
+            if arg is Outcome.SUCCESS:
+                assert general.record(first, Outcome.SUCCESS, duration, now) == fast.record_success(
+                    second, duration, now
+                )
+            else:
+                assert isinstance(arg, Outcome)
+                assert general.record(first, arg, duration, now) == fast.record(
+                    second, arg, duration, now
+                )
+        elif op == "tick":
+            assert general.tick(now) == fast.tick(now)
+        elif op == "advance":
+            assert isinstance(arg, float)
+            now += arg
+        assert general.take_events() == fast.take_events()
+        assert general.snapshot(now) == fast.snapshot(now)
+        assert general.mean_success_s == fast.mean_success_s

@@ -99,7 +99,9 @@ class CircuitBreaker:
         "_next_lease",
         "_outbox",
         "_permits_left",
+        "_quiet",
         "_slow",
+        "_slow_call_s",
         "_trial_successes",
         "_unsettled",
         "config",
@@ -130,6 +132,9 @@ class CircuitBreaker:
         # False once a rate check passed and since then only successes that were not slow
         # were counted: the rates cannot have risen, so the next such success skips the check.
         self._unsettled = True
+        # CLOSED and settled: the state in which a fast success only needs counting.
+        self._quiet = False
+        self._slow_call_s = config.slow_call_s
         self._set_head(int(now))
         self._leases: dict[int, float] = {}
         self._next_lease = 1
@@ -159,6 +164,27 @@ class CircuitBreaker:
                 return Permit(self.name, self.epoch, lease)
             return Rejected(self.name, _HALF_OPEN, self._earliest_lease_end(now))
         return Rejected(self.name, state, self.config.open_s)
+
+    def record_success(
+        self, permit: Permit, duration: float, now: float
+    ) -> tuple[BreakerTransition, ...]:
+        """`record(permit, Outcome.SUCCESS, duration, now)`, cheaper on the common path.
+
+        A fast call admitted under the current CLOSED state, within the window's current
+        second, when the last rate check passed: it only counts, since it cannot raise a rate.
+        Anything else takes the general path.
+        """
+        if (
+            permit is self._closed_permit
+            and self._quiet
+            and duration < self._slow_call_s
+            and self._head_start <= now < self._head_end
+        ):
+            self._buckets_calls[self._head_index] += 1
+            self._calls += 1
+            self.mean_success_s += _SMOOTHING * (duration - self.mean_success_s)
+            return _NO_EVENTS
+        return self.record(permit, _SUCCESS, duration, now)
 
     def record(
         self, permit: Permit, outcome: Outcome, duration: float, now: float
@@ -206,6 +232,7 @@ class CircuitBreaker:
                         self._open(now, "failure or slow-call rate reached its threshold")
                     else:
                         self._unsettled = False
+                        self._quiet = True
             return self.take_events() if self._outbox else _NO_EVENTS
         if state is _HALF_OPEN:
             if self._leases.pop(permit.lease, None) is None:
@@ -291,6 +318,7 @@ class CircuitBreaker:
             (float(second), second + 1.0) if second >= 0 else (0.0, 0.0)
         )
         self._unsettled = True
+        self._quiet = False
 
     def _move_head(self, second: int) -> bool:
         """Slide the window to a new second; False if `second` is older than the whole window."""
@@ -352,6 +380,7 @@ class CircuitBreaker:
         self._transition(_CLOSED, now, reason)
 
     def _transition(self, target: BreakerState, now: float, reason: str) -> None:
+        self._quiet = False  # a new state earns its fast path with a rate check of its own
         calls = self._calls
         event = BreakerTransition(
             at=now,

@@ -96,6 +96,14 @@ class ResiliencePolicy:
             return ()
         return self._settle(transitions, now)
 
+    def record_success(self, permit: Permit, duration: float) -> tuple[PolicyEvent, ...]:
+        """`record(permit, Outcome.SUCCESS, duration)` on the breaker's cheaper path."""
+        now = self.clock.monotonic()
+        transitions = self.breakers[permit.dependency].record_success(permit, duration, now)
+        if not transitions:
+            return ()
+        return self._settle(transitions, now)
+
     def release(self, permit: Permit) -> tuple[PolicyEvent, ...]:
         now = self.clock.monotonic()
         transitions = self.breakers[permit.dependency].release(permit, now)
