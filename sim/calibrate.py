@@ -1,7 +1,7 @@
 """Fit the model's parameters to a measured run folder (`reslab calibrate RUN_DIR`).
 
-From the baseline phase's successful requests (before any fault), using each request's
-`Server-Timing` (milliseconds spent per dependency):
+From the baseline phase's successful requests (after the warmup, before any fault), using
+each request's `Server-Timing` (milliseconds spent per dependency):
 
 - per dependency, the service time of one call, from the features whose healthy primary
   branch calls that dependency exactly once; fitted as a lognormal (maximum likelihood; when
@@ -9,9 +9,16 @@ From the baseline phase's successful requests (before any fault), using each req
   intervals) and as an empirical distribution, each on one half of the samples and judged
   by the Kolmogorov–Smirnov distance to the other half. The lognormal is kept unless the
   empirical is closer by more than sampling noise explains;
-- per feature and dependency, the scale of its calls against that base (ratio of medians);
+- per feature and dependency, the scale of its calls against that base (ratio of medians),
+  and, with enough samples, the distribution of the feature's own calls, which the model
+  uses instead: a measured service time's tail is mostly waiting (for a pooled connection,
+  for the event loop, for a CPU the machine shares), which a scale would stretch with the
+  query's cost;
 - the cache hit ratios (an inventory read that touched PostgreSQL was a miss);
-- the engine's own overhead: latency minus the time spent in dependencies;
+- the engine's own overhead: latency minus the time spent in dependencies, less the time
+  the request waited for the engine's worker (`sim.server.service_demands`: the model
+  queues the overheads for the worker, so a measured overhead taken as it is would be
+  queued twice), pooled and, with enough samples, per feature;
 
 and, when the run had a PostgreSQL fault, from the reads during it:
 
@@ -40,6 +47,7 @@ from engine.policy import DEPENDENCIES
 from reports.runfolder import parse_server_timing, read_run
 from sim.flows import calls_by_dependency
 from sim.parameters import load_parameters
+from sim.server import service_demands
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -49,6 +57,13 @@ TIMING_RESOLUTION_MS = 0.1
 EMPIRICAL_POINTS = 201
 # Below this many samples a dependency keeps its default.
 MIN_SAMPLES = 30
+# From this many samples a feature gets its own overhead and service-time distributions
+# (below MIN_SAMPLES, its samples' empirical distribution: too few to judge a lognormal).
+FEATURE_MIN_SAMPLES = 15
+# A feature's own lognormal whose held-out KS p-value is below this gives way to the
+# empirical: a measured service time is often a fast core with a long tail of waits, which
+# a lognormal fits with a median too high and a tail too long.
+LOGNORMAL_REJECTED_P = 0.01
 
 # Which cache each hit ratio is read from, and the dependency a miss touches.
 _HIT_RATIO_SOURCES = {
@@ -140,6 +155,7 @@ def fit_distribution(
     }
     return {
         "chosen": empirical if choose_empirical else lognormal,
+        "candidates": {"lognormal": lognormal, "empirical": empirical},
         "report": {
             "samples": len(values),
             "chosen": "empirical" if choose_empirical else "lognormal",
@@ -160,12 +176,66 @@ def fit_distribution(
     }
 
 
-def _baseline(requests: pd.DataFrame, faults: pd.DataFrame) -> pd.DataFrame:
-    selected = requests[requests["outcome"].astype(str) == "ok"]
+def _fit_feature(values_ms: np.ndarray, resolution_ms: float) -> dict[str, Any]:
+    """A feature's own distribution: as `fit_distribution`, but empirical when the held-out
+    half rejects the lognormal, or with fewer than MIN_SAMPLES values (too few to judge a
+    lognormal; the empirical never reaches past what was measured)."""
+    if len(values_ms) >= MIN_SAMPLES:
+        fitted = fit_distribution(values_ms, resolution_ms)
+        report = fitted["report"]
+        if report["chosen"] == "lognormal" and (
+            report["lognormal"]["ks_pvalue"] < LOGNORMAL_REJECTED_P
+            and report["lognormal"]["ks_statistic"] > report["empirical"]["ks_statistic"]
+        ):
+            return {
+                "chosen": fitted["candidates"]["empirical"],
+                "report": {**report, "chosen": "empirical"},
+            }
+        return fitted
+    grid = np.linspace(0.0, 1.0, EMPIRICAL_POINTS)
+    values = np.sort(np.asarray(values_ms, dtype=np.float64))
+    return {
+        "chosen": {
+            "kind": "empirical",
+            "quantiles_ms": [round(float(q), 6) for q in np.quantile(values, grid)],
+        },
+        "report": {
+            "samples": len(values),
+            "chosen": "empirical",
+            "median_ms": float(np.median(values)),
+            "p95_ms": float(np.percentile(values, 95)),
+        },
+    }
+
+
+def _baseline_window(requests: pd.DataFrame, faults: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+    """Every request of the baseline phase: after the warmup, before the first fault."""
+    selected = requests[requests["scheduled"] >= warmup_s]
     if len(faults):
         first = faults["applied_at"].fillna(faults["scheduled_at"]).min()
         selected = selected[selected["scheduled"] < first]
     return selected
+
+
+def _overheads_ms(window: pd.DataFrame, workers: int) -> np.ndarray:
+    """Per request of `window`: the engine's service demand (ms), its measured overhead
+    (latency less the time in dependencies) less its wait for one of the `workers`."""
+    spent = np.array(
+        [sum(parse_server_timing(h).values()) for h in window["server_timing"].tolist()],
+        dtype=np.float64,
+    )
+    measured = np.maximum(window["latency_ms"].to_numpy(dtype=np.float64) - spent, 0.0)
+    if "replication" not in window:
+        return (
+            service_demands(window["scheduled"].to_numpy(np.float64), measured / 1e3, workers) * 1e3
+        )
+    demands = np.empty(len(window), dtype=np.float64)
+    replications = window["replication"].to_numpy(dtype=np.int64)
+    scheduled = window["scheduled"].to_numpy(dtype=np.float64)
+    for replication in np.unique(replications).tolist():
+        mine = replications == replication
+        demands[mine] = service_demands(scheduled[mine], measured[mine] / 1e3, workers) * 1e3
+    return demands
 
 
 def _fault_windows(faults: pd.DataFrame, target: str) -> dict[int, list[tuple[float, float]]]:
@@ -237,30 +307,37 @@ def stale_ratio_from_faults(
 
 
 def calibration_from_requests(
-    requests: pd.DataFrame, faults: pd.DataFrame | None = None
+    requests: pd.DataFrame, faults: pd.DataFrame | None = None, warmup_s: float = 0.0
 ) -> dict[str, Any]:
     """The calibration mapping (the shape of sim/defaults.json, plus a fit report)."""
-    baseline = _baseline(
+    window = _baseline_window(
         requests,
         faults if faults is not None else pd.DataFrame(columns=["applied_at", "scheduled_at"]),
+        warmup_s,
     )
-    if "server_timing" not in baseline or baseline["server_timing"].isna().all():
+    if "server_timing" not in window or window["server_timing"].isna().all():
         raise ValueError("the run has no Server-Timing: calibrate from a measured run")
     defaults = load_parameters()
+    # Every request of the phase queued for the engine's worker, whatever its outcome.
+    demands = _overheads_ms(window, defaults.server.workers)
+    is_ok = (window["outcome"].astype(str) == "ok").to_numpy()
+    baseline = window[is_ok]
     features = baseline["feature"].astype(str).tolist()
     timings = [parse_server_timing(header) for header in baseline["server_timing"].tolist()]
-    latency = baseline["latency_ms"].to_numpy(dtype=np.float64)
+    baseline_demands = demands[is_ok]
 
     # (feature, dependency) → the single-call samples of that dependency in that feature.
     single: dict[tuple[str, str], list[float]] = {}
     overhead: list[float] = []
+    overhead_by_feature: dict[str, list[float]] = {}
     misses: dict[str, list[bool]] = {key: [] for key in _HIT_RATIO_SOURCES}
-    for feature, spent, total in zip(features, timings, latency, strict=True):
+    for feature, spent, demand in zip(features, timings, baseline_demands.tolist(), strict=True):
         touched = frozenset(name for name in spent if name in DEPENDENCIES)
         counts = calls_by_dependency(feature, touched)
         if counts is None:
             continue  # not a healthy primary branch (a fallback served it, or a new route)
-        overhead.append(total - sum(spent.get(name, 0.0) for name in DEPENDENCIES))
+        overhead.append(demand)
+        overhead_by_feature.setdefault(feature, []).append(demand)
         for dependency, count in counts.items():
             if count == 1:
                 single.setdefault((feature, dependency), []).append(spent[dependency])
@@ -270,7 +347,13 @@ def calibration_from_requests(
 
     dependencies: dict[str, Any] = {}
     scales: dict[str, dict[str, float]] = {}
-    fit_report: dict[str, Any] = {"dependencies": {}, "scales": {}}
+    feature_services: dict[str, dict[str, Any]] = {}
+    fit_report: dict[str, Any] = {"dependencies": {}, "scales": {}, "feature_services": {}}
+    for (feature, dependency), calls in sorted(single.items()):
+        if len(calls) >= FEATURE_MIN_SAMPLES:
+            fitted = _fit_feature(np.asarray(calls), TIMING_RESOLUTION_MS)
+            feature_services.setdefault(feature, {})[dependency] = fitted["chosen"]
+            fit_report["feature_services"].setdefault(feature, {})[dependency] = fitted["report"]
     for dependency in DEPENDENCIES:
         by_feature = {
             f: np.asarray(v)
@@ -328,6 +411,8 @@ def calibration_from_requests(
         }
     if scales:
         result["scales"] = scales
+    if feature_services:
+        result["feature_services"] = feature_services
     if len(overhead) >= MIN_SAMPLES:
         # Latency less rounded dependency times: not itself rounded, but blurred by the
         # rounding of the parts, and never below the rounding's reach.
@@ -335,6 +420,16 @@ def calibration_from_requests(
         fitted = fit_distribution(values, resolution_ms=0.0)
         result["server"] = {"overhead": fitted["chosen"]}
         fit_report["server_overhead"] = fitted["report"]
+        own: dict[str, Any] = {}
+        fit_report["feature_overhead"] = {}
+        for feature, demands_ms in sorted(overhead_by_feature.items()):
+            if len(demands_ms) >= FEATURE_MIN_SAMPLES:
+                values = np.maximum(np.asarray(demands_ms), TIMING_RESOLUTION_MS / 2)
+                fitted = _fit_feature(values, resolution_ms=0.0)
+                own[feature] = fitted["chosen"]
+                fit_report["feature_overhead"][feature] = fitted["report"]
+        if own:
+            result["server"]["feature_overhead"] = own
     result["fit"] = fit_report
     return result
 
@@ -342,7 +437,8 @@ def calibration_from_requests(
 def calibrate_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Fit the model to a measured run folder; writes calibration.json, returns its path."""
     run = read_run(run_dir)
-    calibration = calibration_from_requests(run.requests, run.faults)
+    warmup_s = float(run.summary.get("scenario", {}).get("warmup_s") or 0.0)
+    calibration = calibration_from_requests(run.requests, run.faults, warmup_s)
     calibration["fit"]["run"] = str(run.path)
     path = Path(out) if out is not None else run.path / CALIBRATION_FILE
     path.write_text(json.dumps(calibration, indent=2) + "\n", encoding="utf-8")

@@ -2,7 +2,7 @@
 
 The pool holds `pool_size` connections (the policy's), opened at start. A call checks one out
 (or waits, up to `pool_acquire_timeout_s`), takes a service time drawn from the calibration
-(times the feature's scale), plus whatever the toxics on that connection add, and gives the
+(the feature's own, or the dependency's times the feature's scale), plus whatever the toxics on that connection add, and gives the
 connection back; a connection the call broke (timed out, reset, closed) is reopened on its
 next use, paying `connect_s` and drawing its toxics afresh. While the proxy is down, open
 connections are dropped and new ones are refused after `refused_s`.
@@ -93,10 +93,13 @@ class Dependency:
 
     # --- one call --------------------------------------------------------------------------
 
-    def plan_call(self, connection: Connection, now: float, scale: float) -> tuple[float, int]:
+    def plan_call(
+        self, connection: Connection, now: float, scale: float, service: Stream | None = None
+    ) -> tuple[float, int]:
         """How long a call on `connection` starting now takes, and how it fails (0: it
-        does not); the caller applies the call timeout."""
-        duration = self._service.next() * scale
+        does not); the caller applies the call timeout. `service`: the calling feature's
+        own service times, instead of the dependency's times `scale`."""
+        duration = (self._service if service is None else service).next() * scale
         if not connection.alive:
             if self.down:
                 return self.refused_s, CallFailure.REFUSED

@@ -106,6 +106,7 @@ class _CallPlan:
         "name",
         "on_failure",
         "scale",
+        "service",
         "stale_of",
     )
 
@@ -117,9 +118,12 @@ class _CallPlan:
         hit_ratio: float | None,
         hit_outcome: int,
         caches: dict[str, _Cache],
+        service: Stream | None = None,
     ) -> None:
         self.name = call.dependency
         self.dependency = dependency
+        # The feature's own service times for this dependency, if measured (then scale 1).
+        self.service = service
         self.scale = scale
         self.hit_ratio = hit_ratio
         self.hit_skips = call.hit_skips
@@ -185,6 +189,7 @@ def _compile_flow(
     dependencies: dict[str, Dependency],
     parameters: ModelParameters,
     caches: dict[str, _Cache],
+    services: dict[tuple[str, str], Stream],
 ) -> _FlowPlan:
     def hit_ratio(call: Call) -> float | None:
         if call.cache is None:
@@ -193,18 +198,21 @@ def _compile_flow(
         return ratios.get(call.cache, 0.0)
 
     def compile_path(path: Path) -> _PathPlan:
-        calls = tuple(
-            _CallPlan(
-                call,
-                dependencies[call.dependency],
-                parameters.scale(flow.feature, call.dependency),
-                hit_ratio(call),
-                _SERVED_OUTCOME[path.served if call.hit_served is None else call.hit_served],
-                caches,
+        calls = []
+        for call in path.calls:
+            service = services.get((flow.feature, call.dependency))
+            calls.append(
+                _CallPlan(
+                    call,
+                    dependencies[call.dependency],
+                    1.0 if service is not None else parameters.scale(flow.feature, call.dependency),
+                    hit_ratio(call),
+                    _SERVED_OUTCOME[path.served if call.hit_served is None else call.hit_served],
+                    caches,
+                    service,
+                )
             )
-            for call in path.calls
-        )
-        return _PathPlan(calls, path.served)
+        return _PathPlan(tuple(calls), path.served)
 
     compiled = {name: compile_path(path) for name, path in flow.fallbacks.items()}
     primary = compile_path(flow.primary)
@@ -310,7 +318,12 @@ class Model:
         self._uniform = UniformStream(rngs[2])
         self._wait_rng = rngs[3]
         server = parameters.server
-        self._server = EngineServer(server.workers, server.overhead, rngs[4])
+        self._server = EngineServer(
+            server.workers,
+            server.overhead,
+            rngs[4],
+            {FEATURE_NAMES.index(name): d for name, d in server.feature_overhead.items()},
+        )
         dependency_seeds = streams[5].spawn(len(policy_config.breakers))
         self.dependencies: dict[str, Dependency] = {}
         for (name, breaker), dep_seed in zip(
@@ -329,8 +342,20 @@ class Model:
         self._mix_codes = np.array([FEATURE_NAMES.index(name) for name in mix], dtype=np.int8)
         self._mix_p = np.array(list(mix.values()), dtype=np.float64)
         caches = {name: _Cache(ttl_s) for name, ttl_s in parameters.fresh_ttl_s.items()}
+        # The features' own service times, each drawn from a generator of its own.
+        own = [
+            (feature, dependency, distribution)
+            for feature, per_dependency in sorted(parameters.feature_services.items())
+            for dependency, distribution in sorted(per_dependency.items())
+        ]
+        services = {
+            (feature, dependency): Stream(distribution, np.random.default_rng(own_seed))
+            for (feature, dependency, distribution), own_seed in zip(
+                own, streams[6].spawn(len(own)), strict=True
+            )
+        }
         self._flows = [
-            _compile_flow(FLOWS[name], self.dependencies, parameters, caches)
+            _compile_flow(FLOWS[name], self.dependencies, parameters, caches, services)
             for name in FEATURE_NAMES
         ]
         self.recorder = RequestRecorder(self._expected_requests())
@@ -462,7 +487,7 @@ class Model:
             features = self._draw_features(len(times))
             first = self.recorder.open_batch(times, features)
             flows = self._flows
-            done = self._server.done_at(times)
+            done = self._server.done_at(times, features)
             requests = [
                 _Request(index, flows[code], None)
                 for index, code in enumerate(features.tolist(), first)
@@ -500,7 +525,7 @@ class Model:
         code: int = event._value
         request = _Request(self.recorder.open(now, now, code), self._flows[code], None)
         self._in_flight += 1
-        done = float(self._server.done_at(np.array([now]))[0])
+        done = float(self._server.done_at(np.array([now]), np.array([code]))[0])
         Wake(self.env, done - now, request, self._on_handler)
 
     def _end_closed_load(self) -> None:
@@ -516,7 +541,7 @@ class Model:
         index = self.recorder.open(now, now, code)
         request = _Request(index, self._flows[code], user)
         self._in_flight += 1
-        done = float(self._server.done_at(np.array([now]))[0])
+        done = float(self._server.done_at(np.array([now]), np.array([code]))[0])
         Wake(self.env, done - now, request, self._on_handler)
 
     # --- a request's life ------------------------------------------------------------------
@@ -600,7 +625,11 @@ class Model:
         self, request: _Request, call: _CallPlan, connection: Connection, now: float
     ) -> None:
         dependency = call.dependency
-        duration, failure = dependency.plan_call(connection, now, call.scale)
+        service = call.service
+        if service is None:
+            duration, failure = dependency.plan_call(connection, now, call.scale)
+        else:
+            duration, failure = dependency.plan_call(connection, now, call.scale, service)
         time_left = request.call_started + dependency.call_timeout_s - now
         if duration >= time_left:
             duration = time_left if time_left > 0.0 else 0.0

@@ -24,6 +24,20 @@ Caches (`cache_hit_ratios`, `stale_ratios`):
 them (`sim.model`; a cache without one keeps its hit ratio). `memo_ttl_s` is how long each
 in-process memo of the engine keeps a result (a memo without one is not modelled: its path
 always calls through).
+
+Per feature (`sim.calibrate` fits them where a feature has enough samples):
+
+- `server.feature_overhead` gives a feature its own overhead distribution (the engine's work
+  differs widely: building a CSV or the metrics text takes ten times a health check); the
+  others draw from `server.overhead`;
+- `feature_services` gives a feature's calls to a dependency their own service-time
+  distribution, which replaces the dependency's service times times the feature's scale.
+  A scale stretches the whole distribution, its tail too, while the tail of a measured
+  service time is mostly waiting that does not grow with the query's own cost.
+
+Overheads are the engine's *service demand* per request: the model queues them for the
+engine's workers, so they must not contain that queueing already (`sim.calibrate` takes it
+out of the measured overheads).
 """
 
 from __future__ import annotations
@@ -32,11 +46,11 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.policy import DEPENDENCIES
+from engine.policy import DEPENDENCIES, FEATURE_NAMES
 from sim.sampling import Distribution, distribution_from_dict
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.json")
@@ -49,6 +63,8 @@ class ServerParameters:
     # Concurrent slots for the engine's own work (one uvicorn worker: one event loop).
     workers: int
     overhead: Distribution
+    # Features whose overhead is their own, not `overhead`.
+    feature_overhead: Mapping[str, Distribution] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,9 @@ class ModelParameters:
     # Per feature and dependency: the multiple of the dependency's service time a call takes.
     scales: Mapping[str, Mapping[str, float]]
     raw: Mapping[str, Any]
+    # Per feature and dependency: the service time of the feature's own calls, when measured
+    # (it replaces the dependency's service time times the scale).
+    feature_services: Mapping[str, Mapping[str, Distribution]] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -130,9 +149,17 @@ def parameters_from_mapping(raw: Mapping[str, Any]) -> ModelParameters:
     workers = server_raw.get("workers", 1)
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"server.workers: must be a whole number >= 1 (got {workers!r})")
+    feature_overhead = {
+        str(feature): distribution_from_dict(entry, f"server.feature_overhead.{feature}")
+        for feature, entry in server_raw.get("feature_overhead", {}).items()
+    }
+    unknown = sorted(set(feature_overhead) - set(FEATURE_NAMES))
+    if unknown:
+        raise ValueError(f"server.feature_overhead: unknown features {unknown}")
     server = ServerParameters(
         workers=workers,
         overhead=distribution_from_dict(server_raw["overhead"], "server.overhead"),
+        feature_overhead=feature_overhead,
     )
     dependencies: dict[str, DependencyParameters] = {}
     for name in DEPENDENCIES:
@@ -159,8 +186,26 @@ def parameters_from_mapping(raw: Mapping[str, Any]) -> ModelParameters:
         str(feature): {str(dep): float(x) for dep, x in per_dep.items()}
         for feature, per_dep in raw.get("scales", {}).items()
     }
+    feature_services: dict[str, dict[str, Distribution]] = {}
+    for feature, per_dep in raw.get("feature_services", {}).items():
+        if feature not in FEATURE_NAMES:
+            raise ValueError(f"feature_services.{feature}: unknown feature")
+        for dep, entry in per_dep.items():
+            if dep not in DEPENDENCIES:
+                raise ValueError(f"feature_services.{feature}.{dep}: unknown dependency")
+            feature_services.setdefault(str(feature), {})[str(dep)] = distribution_from_dict(
+                entry, f"feature_services.{feature}.{dep}"
+            )
     return ModelParameters(
-        server, dependencies, ratios, stale_ratios, fresh_ttl_s, memo_ttl_s, scales, raw
+        server,
+        dependencies,
+        ratios,
+        stale_ratios,
+        fresh_ttl_s,
+        memo_ttl_s,
+        scales,
+        raw,
+        feature_services,
     )
 
 
