@@ -22,6 +22,11 @@ def main() -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level != "debug":
+        # The LLM client's HTTP layer logs every request at INFO; at the load tests' rates
+        # formatting and writing that line costs more CPU than the request it describes.
+        # Its warnings and errors still come through.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         app = create_app(settings)
     except PolicyError as exc:

@@ -202,12 +202,18 @@ async def stock_timeline(
     return JSONResponse({"sku": sku, "days": days, "timeline": [row_dict(row) for row in rows]})
 
 
+# The page of products is chosen first (trigram index on the name, top-N sort) and only its
+# rows are joined to their stock by primary key: joining first made PostgreSQL hash the
+# whole inventory table for every search. Every product has its inventory row (both are
+# created together), so the page is the same.
 _SEARCH = """
 SELECT p.sku, p.name, p.category, p.price, i.on_hand
-FROM products AS p JOIN inventory AS i USING (sku)
-WHERE p.name ILIKE $1 OR p.sku = upper($2)
+FROM (SELECT sku, name, category, price FROM products
+      WHERE name ILIKE $1 OR sku = upper($2)
+      ORDER BY name, sku
+      LIMIT $3) AS p
+JOIN inventory AS i USING (sku)
 ORDER BY p.name, p.sku
-LIMIT $3
 """
 
 

@@ -101,12 +101,16 @@ class ObjectStore:
 
     async def get(self, key: str) -> StoredObject:
         try:
-            response = await self._run(self._client.get_object, Bucket=self.bucket, Key=key)
+            return await self._run(self._get_blocking, key=key)
         except ClientError as exc:
             if _status_of(exc) == 404:
                 raise ObjectNotFound(f"no object {key!r}") from exc
             raise
-        data: bytes = await self._run(response["Body"].read)
+
+    def _get_blocking(self, key: str) -> StoredObject:
+        # The request and the read of its body in one trip to the executor, not two.
+        response = self._client.get_object(Bucket=self.bucket, Key=key)
+        data: bytes = response["Body"].read()
         return StoredObject(data, str(response.get("ContentType") or "application/octet-stream"))
 
     def close(self) -> None:
