@@ -157,6 +157,18 @@ def engine(engine_stack: StagingState, engine_logs: Path) -> Iterator[EngineServ
     server.stop()
 
 
+def wait_until_optimal(server: EngineServer, deadline_s: float = 60.0) -> None:
+    """Wait, with a deadline, until the engine is back at OPTIMAL: an earlier test that
+    forced a breaker leaves the shared engine degraded for the dwell."""
+    limit = time.monotonic() + deadline_s
+    with server.client() as api:
+        while time.monotonic() < limit:
+            if api.get("/health").json().get("level") == "OPTIMAL":
+                return
+            time.sleep(0.5)
+    pytest.fail(f"the engine did not return to OPTIMAL within {deadline_s:g} s")
+
+
 @pytest.fixture(scope="session")
 def fast_policy(engine_logs: Path) -> Path:
     return write_fast_policy(engine_logs / "fast-policy.yaml")

@@ -245,6 +245,14 @@ def test_flags_and_forced_breakers_change_service_and_are_events(engine: EngineS
             assert summary.headers["X-Served-By"] == "stale"
             assert summary.json()["stale"] is True
 
+            api.get("/api/inventory/SKU-000778")  # now in the cache
+            admin.put("/resilience/flags/inventory_read", json={"forced": False})
+            direct = api.get("/api/inventory/SKU-000778")
+            assert direct.status_code == 200
+            assert direct.headers["X-Served-By"] == "fallback"
+            assert set(server_timing(direct)) == {"postgres"}  # not the fresh cache entry
+            admin.put("/resilience/flags/inventory_read", json={"forced": None})
+
             forcing = admin.put("/resilience/breakers/redis", json={"state": "FORCED_OPEN"})
             assert forcing.json()["breaker"]["state"] == "FORCED_OPEN"
             read = api.get("/api/inventory/SKU-000777")
@@ -255,6 +263,7 @@ def test_flags_and_forced_breakers_change_service_and_are_events(engine: EngineS
         finally:
             admin.put("/resilience/flags/ai_recommendations", json={"forced": None})
             admin.put("/resilience/flags/dashboard_summary", json={"forced": None})
+            admin.put("/resilience/flags/inventory_read", json={"forced": None})
             admin.put("/resilience/breakers/redis", json={"state": None})
         events = api.get("/resilience/events", params={"since": since}).json()["events"]
     kinds = [event["kind"] for event in events]

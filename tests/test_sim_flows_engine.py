@@ -16,13 +16,14 @@ from engine.policy import DEPENDENCIES, FEATURE_NAMES
 from loadtests.requests_mix import DEFAULT_SKUS, RequestFactory, RequestSpec, SeedCatalog
 from reports.runfolder import parse_server_timing
 from sim.flows import calls_by_dependency, primary_touches
-from tests.fixtures_engine import EngineServer
+from tests.fixtures_engine import EngineServer, wait_until_optimal
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def api(engine: EngineServer) -> Iterator[httpx.Client]:
+    wait_until_optimal(engine)  # primary paths only: no degradation left by earlier tests
     with engine.client() as client:
         yield client
 

@@ -39,15 +39,22 @@ WHERE i.sku = $1
 @router.get("/inventory/{sku}", summary="Stock of one SKU (inventory_read)")
 async def read_inventory(sku: Sku, services: ServicesDep) -> JSONResponse:
     # Redis hit → serve; miss → PostgreSQL, then fill the cache; Redis down → PostgreSQL
-    # directly; PostgreSQL down → the stale copy; both → 503.
+    # directly; PostgreSQL down → the stale copy; both → 503. Forced off by an operator
+    # (with both stores healthy): the fallback reads PostgreSQL directly, as when Redis is down.
     enter(services.policy, "inventory_read")
     guard, cache = services.guard, services.cache
     key = cache_keys.inventory_key(sku)
-    cached, redis_error = await attempt(guard, "redis", lambda: cache.get(key))
-    if cached is not None:
-        return JSONResponse(cached)
-    if redis_error is not None:
+    cached: Any = None
+    redis_error: Exception | None = None
+    forced_off = services.policy.flags.get("inventory_read") is False
+    if forced_off:
         mark_served(ServedBy.FALLBACK)
+    else:
+        cached, redis_error = await attempt(guard, "redis", lambda: cache.get(key))
+        if cached is not None:
+            return JSONResponse(cached)
+        if redis_error is not None:
+            mark_served(ServedBy.FALLBACK)
     row, postgres_error = await attempt(
         guard, "postgres", lambda: services.db.fetchrow(_INVENTORY_ROW, sku)
     )
@@ -62,7 +69,7 @@ async def read_inventory(sku: Sku, services: ServicesDep) -> JSONResponse:
         raise NotFound(f"unknown sku {sku!r}")
     document = row_dict(row)
     document["as_of"] = now_iso()
-    if redis_error is None:
+    if redis_error is None and not forced_off:
         ttl = cache_keys.ttl_for(cache_keys.INVENTORY_TTL_S, services.policy.level)
         await best_effort(guard, "redis", lambda: cache.put(key, document, ttl))
     return JSONResponse(document)
