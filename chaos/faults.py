@@ -27,13 +27,14 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pyarrow as pa
 
+from chaos.background import BackgroundLoop
 from chaos.rollback import (
     INFRASTRUCTURE_EXIT_CODE,
     AppliedChange,
@@ -168,7 +169,7 @@ class _Action:
         return (self.at, 0 if self.removes else 1, self.index)
 
 
-class FaultScheduler:
+class FaultScheduler(BackgroundLoop):
     """Applies `faults` at ``t0_monotonic + fault.at`` and removes each at ``+ fault.end``.
 
     Run it with :meth:`run` (blocking, e.g. in the main thread of ``python -m chaos.faults``)
@@ -181,6 +182,9 @@ class FaultScheduler:
     `clock` and `wait` exist for tests that do not sleep: `wait(seconds)` returns True when
     the schedule should stop (by default, a wait on the stop event).
     """
+
+    thread_name = "fault scheduler"
+    join_timeout_s = 4 * DEFAULT_TIMEOUT_S
 
     def __init__(
         self,
@@ -201,12 +205,11 @@ class FaultScheduler:
         self.t0 = t0_monotonic
         self.replication = replication
         self._clock = clock
-        self._stop = threading.Event()
+        super().__init__()
         self._wait: Wait = wait if wait is not None else self._stop.wait
         self._on_change = on_change
         self._on_failure = on_failure
         self._changes: dict[int, AppliedChange] = {}
-        self._thread: threading.Thread | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
         actions = [_Action(f.at, False, i) for i, f in enumerate(self.faults)]
@@ -344,39 +347,15 @@ class FaultScheduler:
 
     # ---- threads
 
-    def start(self) -> None:
-        """Run the schedule in a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("the fault scheduler was already started")
-
-        def target() -> None:
-            with contextlib.suppress(Exception):  # kept in self.error, raised by the caller
-                self.run()
-
-        self._thread = threading.Thread(target=target, name="fault-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the schedule early; the faults it applied are undone by its thread."""
-        self._stop.set()
+    def _thread_main(self) -> None:
+        with contextlib.suppress(Exception):  # kept in self.error, raised by the caller
+            self.run()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the schedule's thread; True when it has ended."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return self.done.is_set()
-
-    @contextlib.contextmanager
-    def running(self, join_timeout: float = 4 * DEFAULT_TIMEOUT_S) -> Iterator[Self]:
-        """Start on entry; on exit stop and wait for the thread (a stuck Toxiproxy call is
-        bounded by the client's timeout; the guard's rollback follows either way)."""
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
-            self.join(join_timeout)
+        if self._thread is None:
+            return self.done.is_set()
+        return super().join(timeout)
 
     def raise_if_failed(self) -> None:
         if self.error is not None:

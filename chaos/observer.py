@@ -40,19 +40,19 @@ side as each acknowledgement arrives (flushed per line, so that a crash keeps th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pyarrow as pa
 
+from chaos.background import BackgroundLoop
 from chaos.faults import RunClock
 from reports.runfolder import states_table
 
@@ -148,7 +148,7 @@ def event_row(
 # --------------------------------------------------------------------------- the observer
 
 
-class EngineObserver:
+class EngineObserver(BackgroundLoop):
     """Polls the engine's events and status into states rows, in a thread.
 
     `since`: the event sequence number to follow from; None (the default) starts after the
@@ -159,6 +159,9 @@ class EngineObserver:
     Failures to poll are kept in :attr:`poll_errors` and never stop the run; a gap in the
     event sequence (the engine's log of 10 000 events wrapped) is noted there too.
     """
+
+    thread_name = "engine observer"
+    join_timeout_s = 10.0
 
     def __init__(
         self,
@@ -193,8 +196,7 @@ class EngineObserver:
         self._event_rows: list[dict[str, Any]] = []
         self._sample_rows: list[dict[str, Any]] = []
         self._level: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._started = False
         self.events: list[dict[str, Any]] = []  # as the engine sent them, in order
         self.poll_errors: list[str] = []
@@ -353,30 +355,16 @@ class EngineObserver:
         # Transitions in the last half second before the stop belong to the run too.
         self._attempt("final events", self.poll_events)
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the observer was already started")
-        self._thread = threading.Thread(target=self.run, name="engine-observer", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling, after one last fetch of the events."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop()
+        self.join(timeout)
 
     def close(self) -> None:
         self._http.close()
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Self]:
-        """Start on entry; stop (after a last fetch of the events) and close on exit."""
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
-            self.close()
+    def _after_stop(self) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- acknowledged writes

@@ -30,13 +30,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Protocol
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from chaos.background import BackgroundLoop
 from scenarios.schema import Abort
 
 __all__ = [
@@ -272,7 +273,7 @@ class RequestTally:
 # --------------------------------------------------------------------------- the monitor
 
 
-class SteadyStateMonitor:
+class SteadyStateMonitor(BackgroundLoop):
     """Reads `source` every `interval_s` seconds of run time and applies the abort rule.
 
     On a violation it sets :attr:`aborted`, keeps :attr:`violation` and calls
@@ -280,6 +281,9 @@ class SteadyStateMonitor:
     fault schedule; the rollback follows in the campaign's ``finally``. Reads that fail are
     kept in :attr:`read_errors`.
     """
+
+    thread_name = "steady-state monitor"
+    join_timeout_s = 5.0
 
     def __init__(
         self,
@@ -299,8 +303,7 @@ class SteadyStateMonitor:
         self.interval_s = interval_s
         self._on_violation = on_violation
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._last: tuple[float, ErrorCounts] | None = None
         self.aborted = threading.Event()
         self.violation: Violation | None = None
@@ -360,25 +363,3 @@ class SteadyStateMonitor:
                 delay = 0.0
             if self._stop.wait(delay):
                 return
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the steady-state monitor was already started")
-        self._thread = threading.Thread(target=self.run, name="steady-state", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @contextlib.contextmanager
-    def running(self, join_timeout: float = 5.0) -> Iterator[Self]:
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
-            self.join(join_timeout)
