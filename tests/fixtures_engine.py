@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import yaml
 
 from chaos.staging import REPO_ROOT, StagingStack, StagingState, free_ports
 from chaos.toxiproxy import ToxiproxyClient
+from tests.fixtures_staging import answers, stop_process_group
 
 ENGINE_START_DEADLINE_S = 120.0  # the first engine seeds the catalogue
 
@@ -52,20 +52,11 @@ class EngineServer:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process_group(self.process, grace_s=15.0)
 
 
 def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return answers(f"{url}/ready")
 
 
 def launch_engine(

@@ -34,16 +34,22 @@ class RunningServer:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process_group(self.process, grace_s=10.0)
 
 
-def _answers(url: str) -> bool:
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM to the server's process group, SIGKILL after `grace_s`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 right now."""
     try:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
@@ -69,7 +75,7 @@ def start_server(
         )
     server = RunningServer(url=url, port=port, process=process, log=log)
     deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while not _answers(ready_url):
+    while not answers(ready_url):
         if process.poll() is not None or time.monotonic() > deadline:
             server.stop()
             pytest.fail(f"{argv[0]} did not start:\n{log.read_text(errors='replace')[-3000:]}")
