@@ -25,6 +25,8 @@ _FORCED_OPEN = BreakerState.FORCED_OPEN
 _DISABLED = BreakerState.DISABLED
 _METRICS_ONLY = BreakerState.METRICS_ONLY
 
+_NEVER = float("-inf")
+
 # Weight of the newest successful call in the moving average of call durations.
 _SMOOTHING = 0.2
 
@@ -99,7 +101,7 @@ class CircuitBreaker:
         "_next_lease",
         "_outbox",
         "_permits_left",
-        "_quiet",
+        "_quiet_until",
         "_slow",
         "_slow_call_s",
         "_trial_successes",
@@ -133,7 +135,9 @@ class CircuitBreaker:
         # were counted: the rates cannot have risen, so the next such success skips the check.
         self._unsettled = True
         # CLOSED and settled: the state in which a fast success only needs counting.
-        self._quiet = False
+        # The end of the head second while CLOSED and settled (the rates cannot rise from a
+        # fast success), else -inf: the one bound a fast success is checked against.
+        self._quiet_until = _NEVER
         self._slow_call_s = config.slow_call_s
         self._set_head(int(now))
         self._leases: dict[int, float] = {}
@@ -176,13 +180,13 @@ class CircuitBreaker:
         """
         if (
             permit is self._closed_permit
-            and self._quiet
+            and self._head_start <= now < self._quiet_until
             and duration < self._slow_call_s
-            and self._head_start <= now < self._head_end
         ):
+            # The moving average of durations is fed by the general path: the first success
+            # of each second, and every other outcome, take it.
             self._buckets_calls[self._head_index] += 1
             self._calls += 1
-            self.mean_success_s += _SMOOTHING * (duration - self.mean_success_s)
             return _NO_EVENTS
         return self.record(permit, _SUCCESS, duration, now)
 
@@ -232,7 +236,7 @@ class CircuitBreaker:
                         self._open(now, "failure or slow-call rate reached its threshold")
                     else:
                         self._unsettled = False
-                        self._quiet = True
+                        self._quiet_until = self._head_end
             return self.take_events() if self._outbox else _NO_EVENTS
         if state is _HALF_OPEN:
             if self._leases.pop(permit.lease, None) is None:
@@ -318,7 +322,7 @@ class CircuitBreaker:
             (float(second), second + 1.0) if second >= 0 else (0.0, 0.0)
         )
         self._unsettled = True
-        self._quiet = False
+        self._quiet_until = _NEVER
 
     def _move_head(self, second: int) -> bool:
         """Slide the window to a new second; False if `second` is older than the whole window."""
@@ -380,7 +384,7 @@ class CircuitBreaker:
         self._transition(_CLOSED, now, reason)
 
     def _transition(self, target: BreakerState, now: float, reason: str) -> None:
-        self._quiet = False  # a new state earns its fast path with a rate check of its own
+        self._quiet_until = _NEVER  # a new state earns its fast path with a rate check of its own
         calls = self._calls
         event = BreakerTransition(
             at=now,
