@@ -57,7 +57,6 @@ _SERVED_OUTCOME = {
 _PRIMARY = ServeMode.PRIMARY
 _FALLBACK = ServeMode.FALLBACK
 _UNAVAILABLE = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
-_SUCCESS = Outcome.SUCCESS
 _FAILURE = Outcome.FAILURE
 
 # The open model draws its arrivals this many simulated seconds at a time.
@@ -374,6 +373,7 @@ class Model:
         self._decide = self.policy.decide
         self._acquire = self.policy.acquire
         self._record = self.policy.record
+        self._record_success = self.policy.record_success
         self._close = self.recorder.close
 
     # --- running ---------------------------------------------------------------------------
@@ -659,9 +659,11 @@ class Model:
         else:
             connection.caller = None
             dependency.idle.append(connection)
-        self._record(
-            request.permit, _FAILURE if failure else _SUCCESS, self.env._now - request.call_started
-        )
+        # The same calls as the engine's guard: a success takes the breaker's cheap path.
+        if failure:
+            self._record(request.permit, _FAILURE, self.env._now - request.call_started)
+        else:
+            self._record_success(request.permit, self.env._now - request.call_started)
         if failure:
             self._call_failed(request, call, False)
             return

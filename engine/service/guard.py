@@ -167,7 +167,7 @@ class Guard:
             raise DependencyUnavailable(dependency, _describe(exc), self._recovery_eta_s()) from exc
         elapsed = time.perf_counter() - started
         add_spent(dependency, elapsed)
-        self._policy.record(permit, Outcome.SUCCESS, elapsed)
+        self._policy.record_success(permit, elapsed)
         self._observer.on_call(dependency, Outcome.SUCCESS, elapsed)
         return result
 
