@@ -54,7 +54,7 @@ import pyarrow as pa
 
 from chaos.background import BackgroundLoop
 from chaos.faults import RunClock
-from reports.runfolder import states_table
+from reports.runfolder import event_row, states_table
 
 __all__ = [
     "ACKED_WRITE_KINDS",
@@ -87,62 +87,6 @@ _EVENTS_PAGE = 1000
 
 
 # --------------------------------------------------------------------------- events as rows
-
-
-def _forced(value: Any) -> str:
-    return {True: "on", False: "off", None: "cleared"}.get(value, str(value))
-
-
-def event_row(
-    event: Mapping[str, Any], t: float, replication: int, level: str | None
-) -> dict[str, Any]:
-    """A ``states.parquet`` row for one engine event, as the simulator's recorder writes it;
-    `level` is the level after the event (tracked from the event stream)."""
-    kind = str(event.get("kind"))
-    row: dict[str, Any] = {
-        "replication": replication,
-        "t": t,
-        "kind": kind,
-        "subject": None,
-        "from_state": None,
-        "to_state": None,
-        "level": level,
-        "score": None,
-        "eta_s": None,
-        "reason": None,
-    }
-    if kind == "breaker_transition":
-        row.update(
-            subject=event.get("dependency"),
-            from_state=event.get("from_state"),
-            to_state=event.get("to_state"),
-            reason=event.get("reason"),
-        )
-    elif kind == "level_change":
-        row.update(
-            from_state=event.get("from_level"),
-            to_state=event.get("to_level"),
-            level=event.get("to_level"),
-            score=event.get("score"),
-        )
-    elif kind == "feature_change":
-        row.update(
-            subject=event.get("feature"),
-            from_state=event.get("from_mode"),
-            to_state=event.get("to_mode"),
-            reason=event.get("reason"),
-        )
-    elif kind == "flag_change":
-        row.update(subject=event.get("feature"), to_state=_forced(event.get("forced")))
-    elif kind == "recovery_observed":
-        row.update(
-            reason=(
-                f"predicted {float(event.get('predicted_s', 0.0)):g} s, took "
-                f"{float(event.get('actual_s', 0.0)):g} s "
-                f"({event.get('confidence')} confidence)"
-            )
-        )
-    return row
 
 
 # --------------------------------------------------------------------------- the observer

@@ -111,6 +111,66 @@ FAULTS_SCHEMA = pa.schema(
 )
 
 
+# --- states rows ---------------------------------------------------------------------------
+
+
+def _forced_label(value: Any) -> str:
+    return {True: "on", False: "off", None: "cleared"}.get(value, str(value))
+
+
+def event_row(
+    event: Mapping[str, Any], t: float, replication: int, level: str | None
+) -> dict[str, Any]:
+    """A `STATES_SCHEMA` row for one policy event in its `to_dict()` form (the engine's
+    `/resilience/events` serves the same form): both sides write transitions alike.
+    `level` is the level after the event; score and ETA are left to the caller."""
+    kind = str(event.get("kind"))
+    row: dict[str, Any] = {
+        "replication": replication,
+        "t": t,
+        "kind": kind,
+        "subject": None,
+        "from_state": None,
+        "to_state": None,
+        "level": level,
+        "score": None,
+        "eta_s": None,
+        "reason": None,
+    }
+    if kind == "breaker_transition":
+        row.update(
+            subject=event.get("dependency"),
+            from_state=event.get("from_state"),
+            to_state=event.get("to_state"),
+            reason=event.get("reason"),
+        )
+    elif kind == "level_change":
+        row.update(
+            from_state=event.get("from_level"),
+            to_state=event.get("to_level"),
+            level=event.get("to_level"),
+            score=event.get("score"),
+        )
+    elif kind == "feature_change":
+        row.update(
+            subject=event.get("feature"),
+            from_state=event.get("from_mode"),
+            to_state=event.get("to_mode"),
+            reason=event.get("reason"),
+        )
+    elif kind == "flag_change":
+        row.update(subject=event.get("feature"), to_state=_forced_label(event.get("forced")))
+    elif kind == "recovery_observed":
+        row.update(
+            reason=(
+                f"predicted {float(event.get('predicted_s', 0.0)):g} s, took "
+                f"{float(event.get('actual_s', 0.0)):g} s "
+                f"({event.get('confidence')} confidence)"
+            )
+        )
+    return row
+
+
 # --- writing -------------------------------------------------------------------------------
 
 

@@ -13,15 +13,10 @@ import numpy as np
 import pyarrow as pa
 
 from engine.policy import (
-    BreakerTransition,
-    FeatureChange,
-    FlagChange,
-    LevelChange,
     PolicyEvent,
-    RecoveryObserved,
     ResiliencePolicy,
 )
-from reports.runfolder import requests_table, states_table
+from reports.runfolder import event_row, requests_table, states_table
 
 
 class RequestRecorder:
@@ -115,64 +110,20 @@ class StateRecorder:
         self.rows: list[dict[str, Any]] = []
         policy.subscribe(self.on_event)
 
-    def _row(self, t: float, kind: str, **fields: Any) -> dict[str, Any]:
+    def _with_policy_readings(self, row: dict[str, Any]) -> dict[str, Any]:
         policy = self._policy
-        row: dict[str, Any] = {
-            "replication": self.replication,
-            "t": t,
-            "kind": kind,
-            "level": policy.level.name,
-            "score": policy.score,
-            "eta_s": policy.eta.seconds,
-        }
-        row.update(fields)
+        if row["score"] is None:
+            row["score"] = policy.score
+        row["eta_s"] = policy.eta.seconds
         return row
 
     def on_event(self, event: PolicyEvent) -> None:
-        if isinstance(event, BreakerTransition):
-            row = self._row(
-                event.at,
-                event.kind,
-                subject=event.dependency,
-                from_state=event.from_state.value,
-                to_state=event.to_state.value,
-                reason=event.reason,
-            )
-        elif isinstance(event, LevelChange):
-            row = self._row(
-                event.at,
-                event.kind,
-                from_state=event.from_level.name,
-                to_state=event.to_level.name,
-                score=event.score,
-            )
-        elif isinstance(event, FeatureChange):
-            row = self._row(
-                event.at,
-                event.kind,
-                subject=event.feature,
-                from_state=event.from_mode.value,
-                to_state=event.to_mode.value,
-                reason=event.reason,
-            )
-        elif isinstance(event, FlagChange):
-            forced = {True: "on", False: "off", None: "cleared"}[event.forced]
-            row = self._row(event.at, event.kind, subject=event.feature, to_state=forced)
-        elif isinstance(event, RecoveryObserved):
-            row = self._row(
-                event.at,
-                event.kind,
-                reason=(
-                    f"predicted {event.predicted_s:g} s, took {event.actual_s:g} s "
-                    f"({event.confidence} confidence)"
-                ),
-            )
-        else:  # pragma: no cover - the union is exhaustive
-            return
-        self.rows.append(row)
+        row = event_row(event.to_dict(), event.at, self.replication, self._policy.level.name)
+        self.rows.append(self._with_policy_readings(row))
 
     def sample(self, t: float) -> None:
-        self.rows.append(self._row(t, "sample"))
+        row = event_row({"kind": "sample"}, t, self.replication, self._policy.level.name)
+        self.rows.append(self._with_policy_readings(row))
 
     def table(self) -> pa.Table:
         return states_table(self.rows)
